@@ -1,0 +1,72 @@
+"""Chapter 3: multi-head causal attention, first as a stack of single heads, then as one module.
+
+Inputs are (batch, seq, d_in); `return_weights=True` also returns the (batch, num_heads, seq, seq)
+attention weights for plotting, otherwise the fused `scaled_dot_product_attention` kernel is used.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import CausalAttention, causal_attention, causal_mask, check_attention_input
+
+__all__ = ["MultiHeadAttentionWrapper", "MultiHeadCausalAttention"]
+
+CHAPTER = 3
+
+
+class MultiHeadAttentionWrapper(nn.Module):
+    """`num_heads` independent CausalAttention heads side by side: (batch, seq, d_in) -> (batch, seq, num_heads * d_out)."""
+
+    def __init__(
+        self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int, qkv_bias: bool = False
+    ):
+        super().__init__()
+        self.heads = nn.ModuleList(
+            [CausalAttention(d_in, d_out, context_length, dropout, qkv_bias) for _ in range(num_heads)]
+        )
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        if not return_weights:
+            return torch.cat([head(x) for head in self.heads], dim=-1)
+        contexts, weights = zip(*(head(x, return_weights=True) for head in self.heads))
+        # weights: (batch, num_heads, seq, seq)
+        return torch.cat(contexts, dim=-1), torch.stack(weights, dim=1)
+
+
+class MultiHeadCausalAttention(nn.Module):
+    """Multi-head causal attention with one projection per Q, K and V split into heads, then an output
+    projection: (batch, seq, d_in) -> (batch, seq, d_out), each head of width d_out // num_heads."""
+
+    def __init__(
+        self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int, qkv_bias: bool = False
+    ):
+        super().__init__()
+        if d_out % num_heads != 0:
+            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+        self.d_in = d_in
+        self.context_length = context_length
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("mask", causal_mask(context_length), persistent=False)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, d_out) -> (batch, num_heads, seq, head_dim)."""
+        batch, seq, _ = x.shape
+        return x.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        check_attention_input(x, self.d_in, self.context_length)
+        batch, seq, _ = x.shape
+        queries, keys, values = (self.split_heads(proj(x)) for proj in (self.W_query, self.W_key, self.W_value))
+        result = causal_attention(queries, keys, values, self.mask[:seq, :seq], self.dropout, return_weights)
+        context, weights = result if return_weights else (result, None)
+        # (batch, num_heads, seq, head_dim) -> (batch, seq, d_out): put the heads side by side again
+        output = self.out_proj(context.transpose(1, 2).reshape(batch, seq, -1))
+        return (output, weights) if return_weights else output
