@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -50,7 +51,8 @@ def load_corpus(size: str = "small") -> str:
 
 
 def _cache_path(url: str, cache_dir: Path) -> Path:
-    name = url.rstrip("/").rsplit("/", 1)[-1] or "index"
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "index"
+    name = re.sub(r"[^\w.-]", "_", name)[-60:]  # a file name that every operating system accepts
     return cache_dir / f"{hashlib.sha1(url.encode()).hexdigest()[:12]}-{name}"
 
 

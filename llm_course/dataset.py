@@ -62,7 +62,9 @@ def create_dataloader(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
-    dataset = GPTDatasetV1(text, tokenizer or gpt2_tokenizer(), max_length, stride)
+    if tokenizer is None:
+        tokenizer = gpt2_tokenizer()
+    dataset = GPTDatasetV1(text, tokenizer, max_length, stride)
     if drop_last and len(dataset) < batch_size:
         raise ValueError(
             f"the text gives only {len(dataset)} windows, fewer than batch_size={batch_size}, so drop_last=True "

@@ -12,6 +12,11 @@ CHAPTER = 1
 
 def check_token_ids(token_ids: torch.Tensor, vocab_size: int, context_length: int) -> None:
     """Raise a clear error unless `token_ids` is a (batch, seq) integer tensor that fits the model."""
+    if not isinstance(token_ids, torch.Tensor):
+        raise ValueError(
+            f"expected a (batch, seq) tensor of integer token ids, got a {type(token_ids).__name__}: "
+            "convert it with torch.tensor([ids])"
+        )
     if token_ids.dim() != 2 or token_ids.dtype not in (torch.int64, torch.int32):
         raise ValueError(
             f"expected a (batch, seq) tensor of integer token ids, got shape {tuple(token_ids.shape)} "
@@ -42,7 +47,13 @@ class GPTEmbedding(nn.Module):
     def forward(self, token_ids: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
         """`start_pos` is the position of the first token: 0 for a whole sequence, larger when a
         generator feeds the tokens of one sequence a few at a time (chapter 4's key/value cache)."""
-        check_token_ids(token_ids, self.vocab_size, self.context_length - start_pos)
+        check_token_ids(token_ids, self.vocab_size, self.context_length)
+        end = start_pos + token_ids.shape[1]
+        if start_pos < 0 or end > self.context_length:
+            raise ValueError(
+                f"positions {start_pos} to {end - 1} do not fit the context length {self.context_length}: "
+                "start_pos must be at least 0 and start_pos + seq at most context_length"
+            )
         positions = torch.arange(start_pos, start_pos + token_ids.shape[1], device=token_ids.device)
         # (batch, seq, emb) + (seq, emb): the same position vectors are added to every sequence of the batch
         return self.token_embedding(token_ids) + self.position_embedding(positions)

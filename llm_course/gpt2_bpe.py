@@ -84,7 +84,7 @@ def install_gpt2_tables() -> Path:
             raise RuntimeError(f"{source} is missing or is not the GPT-2 table tiktoken expects. {FIX_HINT}")
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(".partial")
+            partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # one per process
             shutil.copyfile(source, partial)
             os.replace(partial, target)  # atomic: tiktoken never sees half a file
         except OSError as err:

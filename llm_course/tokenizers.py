@@ -6,7 +6,7 @@ import re
 
 import tiktoken
 
-__all__ = ["ENDOFTEXT", "UNKNOWN", "SPECIAL_TOKENS", "split_words", "join_words", "build_vocab", "SimpleTokenizerV1", "SimpleTokenizerV2", "encode_text"]
+__all__ = ["ENDOFTEXT", "UNKNOWN", "SPECIAL_TOKENS", "split_words", "join_words", "build_vocab", "UnknownWordError", "SimpleTokenizerV1", "SimpleTokenizerV2", "encode_text"]
 
 CHAPTER = 1
 
@@ -37,6 +37,13 @@ def build_vocab(text: str, special_tokens: tuple[str, ...] = ()) -> dict[str, in
     return {token: token_id for token_id, token in enumerate([*words, *special_tokens])}
 
 
+class UnknownWordError(KeyError):
+    """A word outside a tokenizer's vocabulary. A KeyError, but its message prints without quotes."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class SimpleTokenizerV1:
     """Encode text with a fixed vocabulary; a word outside the vocabulary is an error."""
 
@@ -48,7 +55,7 @@ class SimpleTokenizerV1:
         ids = []
         for word in split_words(text):
             if word not in self.str_to_int:
-                raise KeyError(
+                raise UnknownWordError(
                     f"{word!r} is not in the vocabulary. Build the vocabulary from a text that contains it, "
                     f"or use SimpleTokenizerV2, which maps unknown words to {UNKNOWN}."
                 )
@@ -56,6 +63,7 @@ class SimpleTokenizerV1:
         return ids
 
     def decode(self, ids: list[int]) -> str:
+        ids = [int(token_id) for token_id in ids]  # also accepts a 1-D tensor of ids
         unknown = [token_id for token_id in ids if token_id not in self.int_to_str]
         if unknown:
             raise ValueError(f"token ids {unknown[:5]} are outside the vocabulary of {len(self.int_to_str)} tokens")
