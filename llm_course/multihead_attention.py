@@ -17,21 +17,26 @@ CHAPTER = 3
 
 
 class MultiHeadAttentionWrapper(nn.Module):
-    """`num_heads` independent CausalAttention heads side by side: (batch, seq, d_in) -> (batch, seq, num_heads * d_out)."""
+    """`num_heads` independent CausalAttention heads side by side:
+    (batch, seq, d_in) -> (batch, seq, num_heads * d_out)."""
 
     def __init__(
         self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int, qkv_bias: bool = False
     ):
         super().__init__()
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be at least 1, got {num_heads}")
         self.heads = nn.ModuleList(
             [CausalAttention(d_in, d_out, context_length, dropout, qkv_bias) for _ in range(num_heads)]
         )
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False):
+    def forward(
+        self, x: torch.Tensor, return_weights: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(batch, seq, d_in) -> (batch, seq, num_heads * d_out) [, weights (batch, num_heads, seq, seq)]."""
         if not return_weights:
             return torch.cat([head(x) for head in self.heads], dim=-1)
         contexts, weights = zip(*(head(x, return_weights=True) for head in self.heads))
-        # weights: (batch, num_heads, seq, seq)
         return torch.cat(contexts, dim=-1), torch.stack(weights, dim=1)
 
 
@@ -43,8 +48,13 @@ class MultiHeadCausalAttention(nn.Module):
         self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int, qkv_bias: bool = False
     ):
         super().__init__()
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be at least 1, got {num_heads}")
         if d_out % num_heads != 0:
-            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+            raise ValueError(
+                f"d_out ({d_out}) must be divisible by num_heads ({num_heads}) so that every head gets "
+                f"d_out // num_heads features; e.g. use d_out={num_heads * max(1, round(d_out / num_heads))}"
+            )
         self.d_in = d_in
         self.context_length = context_length
         self.num_heads = num_heads
@@ -52,16 +62,19 @@ class MultiHeadCausalAttention(nn.Module):
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.out_proj = nn.Linear(d_out, d_out)
+        self.out_proj = nn.Linear(d_out, d_out)  # mixes what the heads found
         self.dropout = nn.Dropout(dropout)
         self.register_buffer("mask", causal_mask(context_length), persistent=False)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, seq, d_out) -> (batch, num_heads, seq, head_dim)."""
+        """(batch, seq, d_out) -> (batch, num_heads, seq, head_dim): features h * head_dim onwards go to head h."""
         batch, seq, _ = x.shape
         return x.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False):
+    def forward(
+        self, x: torch.Tensor, return_weights: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(batch, seq, d_in) -> output (batch, seq, d_out) [, weights (batch, num_heads, seq, seq)]."""
         check_attention_input(x, self.d_in, self.context_length)
         batch, seq, _ = x.shape
         queries, keys, values = (self.split_heads(proj(x)) for proj in (self.W_query, self.W_key, self.W_value))
