@@ -36,6 +36,12 @@ notebooks: setup
 
 benchmarks: setup
 	$(BIN)/python benchmarks/attention.py
+	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/generation.py
+	$(BIN)/python benchmarks/bf16.py
+	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/grad_checkpointing.py
+	$(BIN)/python benchmarks/token_store.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -4,7 +4,8 @@ A notebook cell that starts with `# Same code as llm_course/<module>.py` shows f
 package's classes and functions. Every top-level definition in such a cell must be identical (as an
 abstract syntax tree, so comments and formatting may differ) to the definition of the same name in
 that module. Cells without the marker may not define a public name of the package: later chapters
-import earlier chapters' code instead of redefining it, and each chapter presents every class it adds (exception types aside).
+import earlier chapters' code instead of redefining it, and each chapter presents every class its lesson modules add (exception types aside; the
+package's TOOLS modules are used by the notebooks without being shown line by line).
 """
 
 import ast
@@ -83,12 +84,12 @@ def test_each_chapter_presents_its_classes(notebook):
     for source in code_cells(notebook):
         if MARKER.match(source):
             presented |= set(top_level_definitions(source))
+    lessons = [module for module in llm_course.LESSONS if module.CHAPTER == chapter]
     classes = {
         name
-        for name, number in llm_course.CHAPTER_OF.items()
-        if number == chapter
-        and inspect.isclass(getattr(llm_course, name))
-        and not issubclass(getattr(llm_course, name), Exception)
+        for module in lessons
+        for name in module.__all__
+        if inspect.isclass(getattr(module, name)) and not issubclass(getattr(module, name), Exception)
     }
     assert classes <= presented, f"{notebook.name} does not present {sorted(classes - presented)}"
 

@@ -1,0 +1,231 @@
+"""Chapter 4: saving and loading trained models (checkpoints), safely.
+
+A checkpoint holds the model's configuration and weights, and optionally the optimizer's and the
+learning-rate scheduler's states, the random number generators' states and the training progress, so that training can continue exactly
+where it stopped. Saving is atomic: the file is written under a temporary name in the same folder and
+renamed over the old one only once complete, so a crash mid-write leaves the previous checkpoint intact.
+Loading uses `torch.load(..., weights_only=True)`, which refuses any pickled object that could run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import random
+import re
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .model import GPTConfig, GPTModel
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "MODELS_DIR",
+    "capture_rng_state",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]
+
+CHAPTER = 4
+
+MODELS_DIR = Path("models")  # relative: the models/ folder of the repository you run from
+CHECKPOINT_FORMAT = 1  # bump when the layout below changes, and teach load_checkpoint the old one
+RESERVED_KEYS = ("format_version", "model_config", "model_state", "optimizer_state", "rng_state")
+OPTIONAL_KEYS = ("scheduler_state",)  # absent from checkpoints written before schedulers were saved
+PLAIN_TYPES = (str, int, float, bool, type(None), torch.Tensor)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: missing, truncated, corrupt, unsafe or incompatible."""
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The states of Python's and torch's random number generators (CPU, and every GPU when present)."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Put the random number generators back into a state from `capture_rng_state`."""
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse values that `torch.load(weights_only=True)` would refuse to read back."""
+    if isinstance(value, (dict, OrderedDict)):
+        for key, item in value.items():
+            _check_plain(key, f"a key of {where}")
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not isinstance(value, PLAIN_TYPES):
+        raise TypeError(
+            f"{where} is a {type(value).__name__}; a checkpoint stores only tensors, numbers, strings, lists "
+            "and dicts (use dataclasses.asdict for a dataclass), so that loading it can never run code"
+        )
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: GPTModel,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    **extra,
+) -> Path:
+    """Atomically write `model` (config and weights), the optimizer's and scheduler's states, the RNG
+    states and `extra` (plain data such as `history=dataclasses.asdict(history)`) to `path`; return the path.
+
+    The folder is created if needed; an existing file is replaced only once the new one is complete.
+    """
+    if not isinstance(model, GPTModel):
+        raise TypeError(f"save_checkpoint saves a GPTModel, got {type(model).__name__}")
+    for key in extra:
+        if key in RESERVED_KEYS + OPTIONAL_KEYS:
+            raise ValueError(f"{key!r} is a name the checkpoint uses itself; give your extra value another name")
+    _check_plain(extra, "extra")
+    payload = {
+        "format_version": CHECKPOINT_FORMAT,
+        "model_config": dataclasses.asdict(model.cfg),
+        "model_state": model.state_dict(),
+        "optimizer_state": None if optimizer is None else optimizer.state_dict(),
+        "rng_state": capture_rng_state(),
+        "scheduler_state": None if scheduler is None else scheduler.state_dict(),
+        **extra,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())  # the bytes are on disk before the rename makes them the checkpoint
+        os.chmod(temporary, 0o644)  # mkstemp creates files only their owner may read
+        os.replace(temporary, path)  # atomic: readers see the old file or the new one, never half of one
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    if os.name == "posix":  # make the rename itself durable
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    return path
+
+
+def _first_line(err: Exception) -> str:
+    """The informative line of a torch.load error (the safe unpickler's comes after a long preamble)."""
+    text = str(err).split("WeightsUnpickler error:")[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {path}: train one first (`llm-course train` writes {MODELS_DIR / 'gpt-course.pt'}) "
+            f"or check the path (relative paths start at {Path.cwd()})"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # The safe unpickler names the function or class it refused; anything else it cannot parse is damage.
+        refused = re.search(r"(GLOBAL \S+|unrecognized function \S+|allowlisted.*?but got \S+)", str(err))
+        if refused is None:
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint: the file is truncated or corrupt ({_first_line(err)}). "
+                "Save or train it again"
+            ) from err
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain data ({refused.group(1)}), which could run code "
+            "when loaded, so it was refused: only load checkpoints from sources you trust"
+        ) from err
+    except Exception as err:  # torch reports a damaged file with many different exception types
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint: the file is truncated or corrupt ({_first_line(err)}). "
+            "Save or train it again"
+        ) from err
+    if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
+        raise CheckpointError(f"{path} is a PyTorch file but not an llm-course checkpoint (no format_version)")
+    if checkpoint["format_version"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {checkpoint['format_version']!r}, but this llm-course reads format "
+            f"{CHECKPOINT_FORMAT}: use the llm-course version that wrote it"
+        )
+    missing = [key for key in RESERVED_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete checkpoint: it lacks {', '.join(missing)}")
+    return checkpoint
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    device: torch.device | str | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    model: GPTModel | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> tuple[GPTModel, dict[str, Any]]:
+    """Read a checkpoint written by `save_checkpoint`; return (model, checkpoint dict).
+
+    The model is rebuilt from the stored config (or, when `model` is given, the weights are loaded into
+    it: its config must match), moved to `device` (default: CPU) and put in eval mode. To resume training,
+    pass the model and an `optimizer` over its parameters (and the `scheduler` driving it, if any): their
+    states are restored too; call `restore_rng_state(checkpoint["rng_state"])` for the random number
+    generators. Raises CheckpointError,
+    saying what is wrong, for a missing, truncated, corrupt, unsafe or incompatible file.
+    """
+    path = Path(path)
+    if scheduler is not None and optimizer is None:
+        raise ValueError("to restore a scheduler, pass its optimizer and model as well")
+    if optimizer is not None and model is None:
+        raise ValueError(
+            "to restore an optimizer, pass the model it optimizes as well: "
+            "load_checkpoint(path, model=model, optimizer=optimizer)"
+        )
+    checkpoint = _read(path)
+    try:
+        config = GPTConfig(**checkpoint["model_config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path} has a model config this llm-course cannot build: {err}") from err
+    if model is None:
+        model = GPTModel(config)
+    elif model.cfg != config:
+        raise CheckpointError(
+            f"{path} was saved from a model with {config}, which differs from the given model's {model.cfg}"
+        )
+    try:
+        model.load_state_dict(checkpoint["model_state"])
+    except RuntimeError as err:
+        details = " ".join(str(err).split())
+        raise CheckpointError(f"{path}: the weights do not fit the stored config {config}: {details[:500]}") from err
+    model.to("cpu" if device is None else device)
+    model.eval()
+    if optimizer is not None:
+        if checkpoint["optimizer_state"] is None:
+            raise CheckpointError(f"{path} was saved without an optimizer state: it cannot resume training")
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer_state"])
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise CheckpointError(f"{path}: the optimizer state does not fit the given optimizer: {err}") from err
+    if scheduler is not None:
+        if checkpoint.get("scheduler_state") is None:
+            raise CheckpointError(f"{path} was saved without a scheduler state: resume it without a scheduler")
+        try:
+            scheduler.load_state_dict(checkpoint["scheduler_state"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{path}: the scheduler state does not fit the given scheduler: {err}") from err
+    return model, checkpoint

@@ -1,0 +1,336 @@
+"""Chapter 4: larger corpora as a token file on disk, tokenized once and read back window by window.
+
+`GPTDatasetV1` keeps every token id of its text in memory, which is fine for a few thousand tokens. The
+full corpus has about 2.4 million, and a Python list of them takes around 100 MB (a tensor of int64, 20 MB).
+Here the text is tokenized once, a chunk at a time, into a file of 2-byte token ids (GPT-2's ids are all
+below 65,536, so uint16 is enough). The file is memory-mapped: a window reads only its own few bytes, and
+the operating system keeps the pages that are in use in its cache. The file is reused by later runs, and
+rebuilt when its text or tokenizer changed.
+
+File layout: a HEADER_BYTES-long header (a magic line, then JSON with the tokenizer's name, the number of
+tokens and the SHA-256 of the source text, padded with spaces), then the ids as little-endian uint16.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import tiktoken
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .data import CORPUS_SIZES, DEFAULT_CACHE_DIR, load_corpus
+from .gpt2_bpe import gpt2_tokenizer
+from .tokenizers import encode_text
+
+__all__ = [
+    "TokenFile",
+    "TokenFileError",
+    "TokenWindowDataset",
+    "cached_token_file",
+    "corpus_token_file",
+    "create_token_loaders",
+    "read_token_file",
+    "text_sha256",
+    "write_token_file",
+]
+
+CHAPTER = 4
+
+MAGIC = b"llm-course token file\n"
+HEADER_BYTES = 1024  # the ids start here; even, so every id is 2-byte aligned
+TOKEN_DTYPE = np.dtype("<u2")  # uint16, little-endian on every machine
+MAX_TOKEN_IDS = 65536  # uint16 holds the ids 0 ... 65,535
+FORMAT_VERSION = 1
+
+# A chunk may end just before a space or newline that follows a non-space character: GPT-2's pre-tokenizer
+# never joins such a pair into one piece (a space only ever starts a piece or belongs to a run of spaces),
+# so tokenizing the chunks one by one gives exactly the ids of the whole text.
+_CHUNK_END = re.compile(r"(?<=\S)[ \n]")
+
+
+class TokenFileError(ValueError):
+    """A token file that is missing, truncated, corrupt or of another format."""
+
+
+@dataclass(frozen=True)
+class TokenFile:
+    """A token file on disk: where it is, how many token ids it holds, and what made them."""
+
+    path: Path
+    num_tokens: int
+    tokenizer: str  # the tokenizer's name, e.g. "gpt2"
+    source_sha256: str  # SHA-256 of the UTF-8 text the ids came from
+
+    def tokens(self) -> np.ndarray:
+        """The token ids as a read-only (num_tokens,) uint16 array, memory-mapped from the file."""
+        if self.num_tokens == 0:
+            return np.empty(0, dtype=TOKEN_DTYPE)  # mmap cannot map zero bytes
+        return np.memmap(self.path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(self.num_tokens,))
+
+
+def _text_chunks(text: str, chunk_chars: int) -> Iterator[str]:
+    """Consecutive pieces of `text` of about `chunk_chars` characters, cut where tokenization allows."""
+    start = 0
+    while start < len(text):
+        cut = _CHUNK_END.search(text, start + chunk_chars) if start + chunk_chars < len(text) else None
+        end = cut.start() if cut else len(text)
+        yield text[start:end]
+        start = end
+
+
+def _tokenizer_name(tokenizer, tokenizer_name: str | None) -> str:
+    if tokenizer_name is not None:
+        return tokenizer_name
+    if isinstance(tokenizer, tiktoken.Encoding):
+        return tokenizer.name
+    raise ValueError("pass tokenizer_name: only a tiktoken Encoding knows its own name, and the file must record it")
+
+
+def _check_vocab_size(tokenizer) -> None:
+    if isinstance(tokenizer, tiktoken.Encoding):
+        size = tokenizer.n_vocab
+    else:
+        size = len(getattr(tokenizer, "str_to_int", ()))  # the course's tokenizers; others are checked id by id
+    if size > MAX_TOKEN_IDS:
+        raise ValueError(
+            f"the tokenizer has {size:,} tokens, but a token file stores ids as uint16, which only holds ids "
+            f"below {MAX_TOKEN_IDS:,}: use a tokenizer with a smaller vocabulary, or GPTDatasetV1, which keeps "
+            "the ids in memory"
+        )
+
+
+def _header(token_file: TokenFile) -> bytes:
+    info = {
+        "format": FORMAT_VERSION,
+        "dtype": "uint16",
+        "tokenizer": token_file.tokenizer,
+        "num_tokens": token_file.num_tokens,
+        "source_sha256": token_file.source_sha256,
+    }
+    header = MAGIC + json.dumps(info).encode()
+    if len(header) > HEADER_BYTES - 1:
+        raise ValueError(f"the tokenizer name {token_file.tokenizer!r} is too long for the file header")
+    return header.ljust(HEADER_BYTES - 1) + b"\n"
+
+
+def text_sha256(text: str) -> str:
+    """The SHA-256 of `text` in UTF-8, as hex: the fingerprint a token file records of its source."""
+    digest = hashlib.sha256()
+    for start in range(0, len(text), 1 << 20):  # a megabyte at a time: no second copy of a long text
+        digest.update(text[start : start + (1 << 20)].encode("utf-8"))
+    return digest.hexdigest()
+
+
+def write_token_file(
+    path: str | os.PathLike,
+    text: str,
+    tokenizer=None,
+    *,
+    tokenizer_name: str | None = None,
+    chunk_chars: int = 1 << 20,
+) -> TokenFile:
+    """Tokenize `text` (GPT-2's BPE when `tokenizer` is None) into a token file at `path` and describe it.
+
+    The text is tokenized `chunk_chars` characters at a time, so memory stays small whatever its length.
+    The file appears only when complete (written to a temporary file, then renamed over `path`): a crash or
+    Ctrl-C leaves the previous file, if any, untouched. `tokenizer_name` is needed for tokenizers other than
+    tiktoken's, whose ids must all be below 65,536.
+    """
+    if isinstance(chunk_chars, bool) or not isinstance(chunk_chars, int) or chunk_chars < 1:
+        raise ValueError(f"chunk_chars must be an integer >= 1, got {chunk_chars!r}")
+    tokenizer = gpt2_tokenizer() if tokenizer is None else tokenizer
+    name = _tokenizer_name(tokenizer, tokenizer_name)
+    _check_vocab_size(tokenizer)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # one per process: parallel writers never clash
+    num_tokens = 0
+    try:
+        with open(partial, "wb") as f:
+            f.write(b"\0" * HEADER_BYTES)  # the real header follows once the token count is known
+            for chunk in _text_chunks(text, chunk_chars):
+                ids = np.asarray(encode_text(tokenizer, chunk), dtype=np.int64)
+                if ids.size and (ids.min() < 0 or ids.max() >= MAX_TOKEN_IDS):
+                    raise ValueError(
+                        f"the tokenizer produced the id {int(ids.max())}, outside the uint16 range 0 ... "
+                        f"{MAX_TOKEN_IDS - 1:,} of a token file: use GPTDatasetV1, which keeps the ids in memory"
+                    )
+                f.write(ids.astype(TOKEN_DTYPE).tobytes())
+                num_tokens += ids.size
+            token_file = TokenFile(path, num_tokens, name, text_sha256(text))
+            f.seek(0)
+            f.write(_header(token_file))
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it takes the real name
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return token_file
+
+
+def read_token_file(path: str | os.PathLike) -> TokenFile:
+    """Check the token file at `path` (its header, and a size that matches it) and describe it.
+
+    Raises TokenFileError, which says what is wrong, for a missing, truncated or corrupt file.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            header = f.read(HEADER_BYTES)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise TokenFileError(f"no token file at {path}: write it with write_token_file") from None
+    if not header.startswith(MAGIC):
+        raise TokenFileError(f"{path} is not a token file (or is an unfinished one): delete it and write it again")
+    try:
+        info = json.loads(header[len(MAGIC) :])
+        token_file = TokenFile(path, int(info["num_tokens"]), str(info["tokenizer"]), str(info["source_sha256"]))
+        good_format = info["format"] == FORMAT_VERSION and info["dtype"] == "uint16"
+    except (ValueError, KeyError, TypeError):
+        raise TokenFileError(f"the header of {path} is corrupt: delete the file and write it again") from None
+    if not good_format:
+        raise TokenFileError(f"{path} has another format ({info['format']}, {info['dtype']}): write it again")
+    expected = HEADER_BYTES + token_file.num_tokens * TOKEN_DTYPE.itemsize
+    if size != expected:
+        raise TokenFileError(
+            f"{path} has {size:,} bytes, but its header promises {expected:,} ({token_file.num_tokens:,} tokens): "
+            "it is truncated or corrupt; delete it and write it again"
+        )
+    return token_file
+
+
+def cached_token_file(
+    text: str,
+    name: str,
+    tokenizer=None,
+    *,
+    tokenizer_name: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> TokenFile:
+    """The token file of `text` in the cache, written on first use and rewritten when stale.
+
+    The file is `<cache_dir>/<name>.<tokenizer name>.tokens`; it is reused only when its header records the
+    same tokenizer and the SHA-256 of this very text, and its size matches. `cache_dir` defaults to
+    $LLM_COURSE_CACHE, else ~/.cache/llm_course.
+    """
+    tokenizer = gpt2_tokenizer() if tokenizer is None else tokenizer
+    tok_name = _tokenizer_name(tokenizer, tokenizer_name)
+    cache_dir = Path(cache_dir or os.environ.get("LLM_COURSE_CACHE") or DEFAULT_CACHE_DIR)
+    path = cache_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.{re.sub(r'[^A-Za-z0-9_.-]', '_', tok_name)}.tokens"
+    try:
+        cached = read_token_file(path)
+    except TokenFileError:
+        cached = None  # missing or damaged: write it (again)
+    if cached is not None and cached.tokenizer == tok_name and cached.source_sha256 == text_sha256(text):
+        return cached
+    return write_token_file(path, text, tokenizer, tokenizer_name=tok_name)
+
+
+def corpus_token_file(size: str = "full", cache_dir: str | os.PathLike | None = None) -> TokenFile:
+    """The cached GPT-2 token file of the bundled corpus at a named size (see CORPUS_SIZES)."""
+    if size not in CORPUS_SIZES:
+        raise ValueError(f"unknown corpus size {size!r}; choose one of {', '.join(CORPUS_SIZES)}")
+    return cached_token_file(load_corpus(size), f"sotu-{size}", cache_dir=cache_dir)
+
+
+class TokenWindowDataset(Dataset):
+    """Sliding windows over token ids stored in a token file (or any 1-D array of ids), read on demand.
+
+    The windows are GPTDatasetV1's: item i is `(input_ids, target_ids)`, two LongTensors of shape
+    (max_length,), where the window starts at token `start + i * stride` and the targets are the inputs
+    shifted one token to the right; only tokens in [start, stop) are used (stop=None: to the end).
+    """
+
+    def __init__(
+        self,
+        tokens: TokenFile | np.ndarray | torch.Tensor,
+        max_length: int,
+        stride: int,
+        start: int = 0,
+        stop: int | None = None,
+    ):
+        if max_length < 1 or stride < 1:
+            raise ValueError(f"max_length and stride must be at least 1 (got max_length={max_length}, stride={stride})")
+        total = len(tokens) if isinstance(tokens, (np.ndarray, torch.Tensor)) else tokens.num_tokens
+        stop = total if stop is None else stop
+        if not 0 <= start <= stop <= total:
+            raise ValueError(f"need 0 <= start <= stop <= {total:,} tokens, got start={start}, stop={stop}")
+        if stop - start < max_length + 1:
+            raise ValueError(
+                f"the text has {stop - start} tokens, but one window needs max_length + 1 = {max_length + 1}: "
+                "use a longer text or a smaller max_length"
+            )
+        self.source = tokens
+        self.start, self.stop = start, stop
+        self.max_length = max_length
+        self.stride = stride
+        self._ids = None  # the memory map, opened on first use in each process
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers receive a pickled copy: send the file's description, not its contents.
+        state = dict(self.__dict__)
+        state["_ids"] = None
+        return state
+
+    def __len__(self) -> int:
+        # Windows start at 0, stride, 2*stride, ... while start + max_length + 1 <= number of tokens.
+        return (self.stop - self.start - self.max_length - 1) // self.stride + 1
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"window {index} does not exist; the dataset has {len(self)} windows")
+        if self._ids is None:
+            in_memory = isinstance(self.source, (np.ndarray, torch.Tensor))
+            self._ids = self.source if in_memory else self.source.tokens()
+        first = self.start + (index % len(self)) * self.stride
+        window = torch.as_tensor(np.asarray(self._ids[first : first + self.max_length + 1], dtype=np.int64))
+        return window[:-1], window[1:]
+
+
+def create_token_loaders(
+    token_file: TokenFile | np.ndarray | torch.Tensor,
+    *,
+    batch_size: int,
+    max_length: int,
+    stride: int,
+    train_ratio: float,
+    num_workers: int = 0,
+) -> tuple[DataLoader, DataLoader]:
+    """(train_loader, val_loader) of (batch, max_length) windows streamed from a token file.
+
+    Like `create_train_val_loaders`, but the split is by tokens: the first train_ratio of the ids train,
+    the rest validate. Training batches are shuffled by torch's global generator and a last incomplete
+    batch is dropped; validation batches keep their order and the last one is kept.
+    """
+    if isinstance(train_ratio, bool) or not isinstance(train_ratio, (int, float)) or not 0 < train_ratio < 1:
+        raise ValueError(f"train_ratio must be a number strictly between 0 and 1, got {train_ratio!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
+    total = len(token_file) if isinstance(token_file, (np.ndarray, torch.Tensor)) else token_file.num_tokens
+    split = int(train_ratio * total)
+    loaders = []
+    for name, start, stop, training in (("training", 0, split, True), ("validation", split, total, False)):
+        try:
+            dataset = TokenWindowDataset(token_file, max_length, stride, start, stop)
+            if training and len(dataset) < batch_size:
+                raise ValueError(
+                    f"it gives only {len(dataset)} windows, fewer than batch_size={batch_size}: use a smaller "
+                    "batch_size, a smaller stride or more text"
+                )
+        except ValueError as err:
+            raise ValueError(
+                f"the {name} split ({stop - start:,} of {total:,} tokens, train_ratio={train_ratio}) is too "
+                f"short: {err}"
+            ) from err
+        loaders.append(
+            DataLoader(dataset, batch_size=batch_size, shuffle=training, drop_last=training, num_workers=num_workers)
+        )
+    return loaders[0], loaders[1]
