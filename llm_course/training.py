@@ -141,7 +141,7 @@ def perplexity(loss: float | torch.Tensor) -> float:
 
     An untrained GPT-2-sized vocabulary model starts near 50,257 (uniform guessing); lower is better.
     """
-    loss = float(loss)
+    loss = loss.item() if isinstance(loss, torch.Tensor) else float(loss)  # .item(): no autograd warning
     return math.exp(loss) if loss < 709 else math.inf  # exp overflows a float above ~709.78
 
 

@@ -20,17 +20,9 @@ from llm_course import (
     set_seed,
     text_to_token_ids,
 )
+from tiny_setup import TOKENIZER
 
 
-class CharTokenizer:
-    def encode(self, text):
-        return [min(ord(char), 127) for char in text]
-
-    def decode(self, ids):
-        return "".join(chr(i) for i in ids)
-
-
-TOKENIZER = CharTokenizer()
 CFG = GPTConfig(vocab_size=128, context_length=16, emb_dim=16, n_heads=2, n_layers=2)
 PROMPT = "The Union"
 

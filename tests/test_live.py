@@ -8,33 +8,19 @@ import pytest
 import torch
 
 from llm_course import (
-    GPTConfig,
     GPTModel,
     LiveTrainingView,
     ProgressLog,
     TrainingHistory,
     create_train_val_loaders,
     interactive_frontend,
-    load_corpus,
     overfitting_start,
     set_seed,
     train_model,
 )
-
-
-class CharTokenizer:
-    """One token per character (ASCII), so that test models can have a 128-token vocabulary."""
-
-    def encode(self, text):
-        return [min(ord(char), 127) for char in text]
-
-    def decode(self, ids):
-        return "".join(chr(i) for i in ids)
-
-
-TOKENIZER = CharTokenizer()
-CFG = GPTConfig(vocab_size=128, context_length=16, emb_dim=16, n_heads=2, n_layers=1)
-TEXT = load_corpus("tiny")[:300]  # 8 training batches of 4 windows of 8 tokens
+from tiny_setup import TINY_CFG as CFG
+from tiny_setup import TINY_TEXT as TEXT
+from tiny_setup import TOKENIZER
 
 
 def train(callbacks=(), num_epochs=2, eval_freq=3, scheduler_gamma=None, **kwargs):

@@ -1,6 +1,7 @@
 """Chapter 4 training: the loss functions, the train/validation split, the training loop and the loss plot."""
 
 import math
+import warnings
 
 import matplotlib
 
@@ -11,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from llm_course import (
-    GPTConfig,
     GPTModel,
     TrainingConfig,
     TrainingHistory,
@@ -19,28 +19,15 @@ from llm_course import (
     calc_loss_loader,
     create_train_val_loaders,
     evaluate_model,
-    load_corpus,
     overfitting_start,
     perplexity,
     plot_losses,
     set_seed,
     train_model,
 )
-
-
-class CharTokenizer:
-    """One token per character (ASCII), so that test models can have a 128-token vocabulary."""
-
-    def encode(self, text):
-        return [min(ord(char), 127) for char in text]
-
-    def decode(self, ids):
-        return "".join(chr(i) for i in ids)
-
-
-TOKENIZER = CharTokenizer()
-CFG = GPTConfig(vocab_size=128, context_length=16, emb_dim=16, n_heads=2, n_layers=1)
-TEXT = load_corpus("tiny")[:300]  # 270 training characters: 8 batches of 4 windows of 8 tokens
+from tiny_setup import TINY_CFG as CFG
+from tiny_setup import TINY_TEXT as TEXT
+from tiny_setup import TOKENIZER
 
 
 def loaders(text=TEXT, batch_size=4, max_length=8, stride=8):
@@ -110,6 +97,13 @@ def test_perplexity():
     assert perplexity(0.0) == 1.0
     assert perplexity(math.log(50257)) == pytest.approx(50257)
     assert perplexity(torch.tensor(2.0)) == pytest.approx(math.exp(2.0))
+
+
+def test_perplexity_of_a_loss_that_requires_grad_warns_nothing():
+    loss = torch.tensor(2.0, requires_grad=True) * 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert perplexity(loss) == pytest.approx(math.exp(2.0))
     assert perplexity(1000.0) == math.inf
 
 

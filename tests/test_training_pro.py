@@ -30,19 +30,9 @@ from llm_course import (
     warmup_cosine_schedule,
 )
 from llm_course import cli
+from tiny_setup import TOKENIZER
 
 
-class CharTokenizer:
-    """One token per character (ASCII), so that test models can have a 128-token vocabulary."""
-
-    def encode(self, text):
-        return [min(ord(char), 127) for char in text]
-
-    def decode(self, ids):
-        return "".join(chr(i) for i in ids)
-
-
-TOKENIZER = CharTokenizer()
 CFG = GPTConfig(vocab_size=128, context_length=16, emb_dim=16, n_heads=2, n_layers=2)  # dropout 0.1
 NO_DROPOUT = GPTConfig(vocab_size=128, context_length=16, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)
 
