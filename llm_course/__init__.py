@@ -58,6 +58,7 @@ from .generation import (
     generate,
     next_token_probs,
     next_token_table,
+    prompt_logits,
     sample_next_token,
     text_to_token_ids,
     token_ids_to_text,
@@ -115,7 +116,7 @@ from .training import (
     train_model,
     warmup_cosine_schedule,
 )
-from .explore import AttentionViewer, SamplingExplorer, collect_attention, next_token_choices, prompt_logits
+from .explore import AttentionViewer, SamplingExplorer, collect_attention, next_token_choices
 from .live import LiveTrainingView, ProgressLog, interactive_frontend
 from .utils import get_device, set_seed
 

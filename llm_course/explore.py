@@ -14,32 +14,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .generation import next_token_probs, text_to_token_ids
+from .generation import next_token_probs, prompt_logits, text_to_token_ids
 from .model import GPTModel
 from .plotting import plot_attention
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["AttentionViewer", "SamplingExplorer", "collect_attention", "next_token_choices", "prompt_logits"]
+__all__ = ["AttentionViewer", "SamplingExplorer", "collect_attention", "next_token_choices"]
 
 CHAPTER = 4
-
-
-def prompt_logits(model: nn.Module, tokenizer, prompt: str) -> torch.Tensor:
-    """The model's (1, vocab) logits for the token after `prompt` (its last context_length tokens), in eval mode."""
-    ids = text_to_token_ids(prompt, tokenizer)
-    if ids.shape[1] == 0:
-        raise ValueError("the prompt is empty: give at least one token of text")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits = model(ids[:, -model.cfg.context_length :].to(device))
-    finally:
-        model.train(was_training)
-    return logits[:, -1, :].float().cpu()  # (1, vocab)
 
 
 def next_token_choices(

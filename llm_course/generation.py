@@ -16,6 +16,7 @@ from .model import GPTModel
 from .tokenizers import encode_text
 
 __all__ = [
+    "prompt_logits",
     "generate",
     "next_token_probs",
     "sample_next_token",
@@ -180,10 +181,8 @@ def token_ids_to_text(token_ids, tokenizer) -> str:
     return tokenizer.decode(list(token_ids))
 
 
-def next_token_table(model: nn.Module, tokenizer, prompt: str, k: int = 10) -> list[tuple[str, float]]:
-    """The model's k most likely next tokens after `prompt`, as (token text, probability) pairs, most likely first."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+def prompt_logits(model: nn.Module, tokenizer, prompt: str) -> torch.Tensor:
+    """The model's (1, vocab) logits for the token after `prompt` (its last context_length tokens), in eval mode."""
     ids = text_to_token_ids(prompt, tokenizer)
     if ids.shape[1] == 0:
         raise ValueError("the prompt is empty: give at least one token of text")
@@ -192,9 +191,16 @@ def next_token_table(model: nn.Module, tokenizer, prompt: str, k: int = 10) -> l
     model.eval()
     try:
         with torch.no_grad():
-            logits = model(ids[:, -model.cfg.context_length :].to(device))[0, -1]
+            logits = model(ids[:, -model.cfg.context_length :].to(device))
     finally:
         model.train(was_training)
-    probs = torch.softmax(logits.float(), dim=-1)
+    return logits[:, -1, :].float().cpu()  # (1, vocab)
+
+
+def next_token_table(model: nn.Module, tokenizer, prompt: str, k: int = 10) -> list[tuple[str, float]]:
+    """The model's k most likely next tokens after `prompt`, as (token text, probability) pairs, most likely first."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    probs = torch.softmax(prompt_logits(model, tokenizer, prompt)[0], dim=-1)  # (vocab,)
     top = torch.topk(probs, min(k, probs.numel()))
     return [(tokenizer.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())]
