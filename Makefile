@@ -24,8 +24,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 test: setup
 	$(BIN)/python -m pytest $(NBVAL) --nbval-current-env --nbval-sanitize-with $(SANITIZE) tests notebooks
 
+# Jupyter refuses to start as root (as on many containers and lab images) unless told it may.
 lab: setup
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 train: setup
 	$(BIN)/llm-course train
