@@ -8,8 +8,11 @@ Both steps see the same dropout masks (the random state is replayed), so only th
 Afterwards both models are evaluated in fp32 on the same validation batches. Reported: the median step
 and the best step (the least disturbed by other processes).
 
-Usage: python benchmarks/bf16.py [--threads 2] [--steps 50]
-Prints a table and writes benchmarks/results/bf16.json.
+Like `train_model`, the benchmark lets each step reuse the memory the previous one freed
+(`llm_course.reuse_freed_memory`); `--malloc-defaults` measures without it.
+
+Usage: python benchmarks/bf16.py [--threads 2] [--steps 50] [--malloc-defaults]
+Prints a table and writes benchmarks/results/bf16.json (bf16-malloc-defaults.json with --malloc-defaults).
 Targets: bf16 at least 1.5x fp32 steps/s; validation loss within 2% of fp32 after 50 steps.
 """
 
@@ -31,8 +34,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=3, help="steps left out of the timing")
     parser.add_argument("--eval-batches", type=int, default=10)
+    parser.add_argument(
+        "--malloc-defaults",
+        action="store_true",
+        help="leave malloc's defaults instead of reuse_freed_memory(), which train_model applies (shows its effect)",
+    )
     args = parser.parse_args()
-    setup(args.threads)
+    setup(args.threads, reuse_memory=not args.malloc_defaults)
 
     course = TrainingConfig()
     train_loader, val_loader = create_train_val_loaders(
@@ -89,7 +97,8 @@ def main() -> None:
     tokens = course.batch_size * course.max_length
     print(
         f"course model (tied, qkv bias), batch {course.batch_size} x seq {course.max_length}, {args.steps} AdamW steps, "
-        f"{info['threads']} threads, load {info['load_average_1_5_15']}"
+        f"{info['threads']} threads, load {info['load_average_1_5_15']}, "
+        + ("malloc defaults" if args.malloc_defaults else "freed memory reused")
     )
     print_table(
         ["precision", "median step ms", "tokens/s", "train loss (last 10)", f"val loss ({len(val_batches)} batches)"],
@@ -100,10 +109,11 @@ def main() -> None:
         f"validation loss difference: {100 * loss_diff:.3f}%"
     )
     write_json(
-        "bf16",
+        "bf16-malloc-defaults" if args.malloc_defaults else "bf16",
         {
             "benchmark": "bf16 autocast vs fp32 training, course config",
             "machine": info,
+            "freed_memory_reused": not args.malloc_defaults,
             "batch": course.batch_size,
             "seq": course.max_length,
             "steps": args.steps,

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from llm_course import GPTConfig, GPTModel, from_hf_gpt2
+from llm_course import GPTConfig, GPTModel, from_hf_gpt2, reuse_freed_memory
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -27,8 +27,10 @@ CONFIGS = {
 }
 
 
-def setup(threads: int, seed: int = 0) -> None:
+def setup(threads: int, seed: int = 0, reuse_memory: bool = True) -> None:
     torch.set_num_threads(threads)
+    if reuse_memory:
+        reuse_freed_memory()  # as train_model does; for both models alike
     torch.manual_seed(seed)
     import transformers
 

@@ -7,6 +7,7 @@ public names in `__all__`. `CHAPTER_OF` maps every public name of the package to
 from . import (
     attention,
     checkpoints,
+    cpu_memory,
     data,
     dataset,
     distributed,
@@ -43,6 +44,7 @@ from .checkpoints import (
     restore_rng_state,
     save_checkpoint,
 )
+from .cpu_memory import reuse_freed_memory
 from .data import CORPUS_SIZES, load_corpus, load_text
 from .dataset import GPTDatasetV1, create_dataloader
 from .distributed import (
@@ -122,17 +124,16 @@ from .utils import get_device, set_seed
 
 __version__ = "0.1.0"
 
-# In chapter order.
 # In chapter order. The notebooks show the code of the LESSONS' classes; the TOOLS are the machinery
-# around them (live views, large-data and multi-process training, GPT-2 weights) that notebooks use
-# without showing it line by line.
+# around them (live views, CPU memory reuse, large-data and multi-process training, GPT-2 weights) that
+# notebooks use without showing it line by line.
 LESSONS = (
     utils, gpt2_bpe, tokenizers, data, dataset, embeddings,  # chapter 1
     attention, plotting,  # chapter 2
     multihead_attention,  # chapter 3
     model, kv_cache, generation, training, checkpoints,  # chapter 4
 )
-TOOLS = (live, explore, token_store, distributed, gpt2_compat)
+TOOLS = (live, explore, cpu_memory, token_store, distributed, gpt2_compat)
 MODULES = LESSONS + TOOLS
 __all__ = [name for module in MODULES for name in module.__all__]
 CHAPTER_OF = {name: module.CHAPTER for module in MODULES for name in module.__all__}

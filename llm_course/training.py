@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .cpu_memory import reuse_freed_memory
 from .dataset import create_dataloader
 from .generation import generate, text_to_token_ids, token_ids_to_text
 
@@ -358,6 +359,7 @@ def train_model(
         )
     batches_per_epoch = steps_per_epoch * accumulate_steps  # a last, incomplete group of batches is left out
     autocast, grad_scaler = _mixed_precision(precision, device, grad_scaler)
+    reuse_freed_memory()  # on a CPU, each step reuses the large blocks the previous step freed
     history = TrainingHistory() if history is None else history
     total_steps = num_epochs * steps_per_epoch if max_steps is None else min(max_steps, num_epochs * steps_per_epoch)
     if progress or verbose:  # the bar and the log lines are a callback too, driven by the same events
