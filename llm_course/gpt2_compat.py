@@ -190,14 +190,11 @@ def _to_our_state_dict(weights: dict[str, torch.Tensor], cfg: GPTConfig) -> dict
                 f"got {tuple(qkv_weight.shape)}"
             )
         # Conv1D computes x @ W with W of shape (in, out); nn.Linear computes x @ W.T: transpose.
-        q, k, v = qkv_weight.t().split(emb, dim=0) if qkv_weight is not None else (None, None, None)
         prefix = f"blocks.{i}."
         block = {
             "norm1.scale": hf["norm1.scale"],
             "norm1.shift": hf["norm1.shift"],
-            "att.W_query.weight": q,
-            "att.W_key.weight": k,
-            "att.W_value.weight": v,
+            "att.W_qkv.weight": None if qkv_weight is None else qkv_weight.t(),
             "att.out_proj.weight": None if hf["out_proj.weight"] is None else hf["out_proj.weight"].t(),
             "att.out_proj.bias": hf["out_proj.bias"],
             "norm2.scale": hf["norm2.scale"],
@@ -213,8 +210,7 @@ def _to_our_state_dict(weights: dict[str, torch.Tensor], cfg: GPTConfig) -> dict
                 f"got {tuple(hf['qkv.bias'].shape)}"
             )
         if cfg.qkv_bias and hf["qkv.bias"] is not None:
-            bq, bk, bv = hf["qkv.bias"].split(emb)
-            block.update({"att.W_query.bias": bq, "att.W_key.bias": bk, "att.W_value.bias": bv})
+            block["att.W_qkv.bias"] = hf["qkv.bias"]
         elif not cfg.qkv_bias and hf["qkv.bias"] is not None and hf["qkv.bias"].any():
             raise ValueError(
                 f"h.{i}.attn.c_attn.bias holds non-zero query/key/value biases but the config has "
@@ -240,13 +236,12 @@ def to_hf_gpt2(model: GPTModel) -> dict[str, torch.Tensor]:
     }
     for i in range(model.cfg.n_layers):
         p = f"blocks.{i}."
-        biases = [sd.get(f"{p}att.{name}.bias") for name in ("W_query", "W_key", "W_value")]
-        zeros = sd[f"{p}norm1.shift"].new_zeros(emb)
+        qkv_bias = sd.get(p + "att.W_qkv.bias")
         block = {
             "norm1.scale": sd[p + "norm1.scale"],
             "norm1.shift": sd[p + "norm1.shift"],
-            "qkv.weight": torch.cat([sd[f"{p}att.{n}.weight"] for n in ("W_query", "W_key", "W_value")]).t(),
-            "qkv.bias": torch.cat([zeros if b is None else b for b in biases]),
+            "qkv.weight": sd[p + "att.W_qkv.weight"].t(),
+            "qkv.bias": sd[p + "norm1.shift"].new_zeros(3 * emb) if qkv_bias is None else qkv_bias,
             "out_proj.weight": sd[p + "att.out_proj.weight"].t(),
             "out_proj.bias": sd[p + "att.out_proj.bias"],
             "norm2.scale": sd[p + "norm2.scale"],

@@ -58,7 +58,7 @@ class KVCache:
         """
         batch, new, _ = x.shape
         start = self.length
-        queries, keys, values = (att.split_heads(proj(x)) for proj in (att.W_query, att.W_key, att.W_value))
+        queries, keys, values = att.qkv_heads(x)
         keys, values = self.append(keys, values)  # (batch, n_heads, start + new, head_dim)
         mask = att.mask[start : start + new, : start + new]
         context = causal_attention(queries, keys, values, mask, att.dropout)  # (batch, n_heads, new, head_dim)

@@ -45,8 +45,9 @@ def run(module: torch.nn.Module, x: torch.Tensor, explicit: bool) -> torch.Tenso
 def copy_wrapper_into_mha(wrapper: MultiHeadAttentionWrapper, mha: MultiHeadCausalAttention) -> None:
     """Stack the heads' projection rows and make out_proj the identity, so both compute one function."""
     with torch.no_grad():
-        for name in ("W_query", "W_key", "W_value"):
-            getattr(mha, name).weight.copy_(torch.cat([getattr(head, name).weight for head in wrapper.heads]))
+        # W_qkv's rows: the queries of every head, then the keys, then the values.
+        names = ("W_query", "W_key", "W_value")
+        mha.W_qkv.weight.copy_(torch.cat([getattr(head, name).weight for name in names for head in wrapper.heads]))
         mha.out_proj.weight.copy_(torch.eye(mha.out_proj.in_features))
         mha.out_proj.bias.zero_()
 
@@ -105,7 +106,7 @@ def test_attention_weights_match_a_direct_computation():
 def test_the_fused_path_matches_pytorch_reference():
     module = make("mha").eval()
     x = torch.randn(2, 10, D_IN, generator=torch.Generator().manual_seed(4))
-    q, k, v = (module.split_heads(proj(x)) for proj in (module.W_query, module.W_key, module.W_value))
+    q, k, v = module.qkv_heads(x)
     reference = F.scaled_dot_product_attention(q, k, v, attn_mask=~causal_mask(10))
     expected = module.out_proj(reference.transpose(1, 2).reshape(2, 10, D_OUT))
     torch.testing.assert_close(module(x), expected, rtol=0, atol=1e-6)

@@ -133,9 +133,11 @@ def test_eos_with_cache(model):
     idx = prompt(2, 3)
     full = generate(model, idx, 15, use_cache=False)
     eos = full[0, 6].item()  # the fourth generated token of the first row
+    first = 3 + full[0, 3:].tolist().index(eos)  # where the first row generates it first (position 6 or earlier)
     stopped = generate(model, idx, 15, eos_id=eos)
     assert torch.equal(stopped, generate(model, idx, 15, eos_id=eos, use_cache=False))
-    assert stopped[0, 6].item() == eos and (stopped[0, 6:] == eos).all()
+    assert torch.equal(stopped[0, :first], full[0, :first])
+    assert stopped[0, first].item() == eos and (stopped[0, first:] == eos).all()
 
 
 def test_training_mode_and_gradients_are_untouched(model):
