@@ -5,9 +5,10 @@ autocast, the softmax and its gradient, the embedding gradient. For the course m
 (8 * 32 positions) x 50,257 vocabulary entries, up to 51 MB. glibc's malloc, the allocator of most
 Linux systems, serves blocks that large (above its mmap threshold, at most 32 MiB when left alone)
 straight from the operating system and hands them back when they are freed. The next step then asks
-for them again, and the kernel zero-fills every 4 KiB page on first touch: about a third of a bf16
-step's time on the CPU the benchmarks ran on. PyTorch's GPU allocator avoids this by caching freed
-blocks; on the CPU, `reuse_freed_memory` asks malloc to do the same.
+for them again, and the kernel zero-fills every 4 KiB page on first touch. On the CPU the benchmarks
+ran on, that was a third of an fp32 step's time and half of a bf16 step's (benchmarks/bf16.py).
+PyTorch's GPU allocator avoids this by caching freed blocks; on the CPU, `reuse_freed_memory` asks
+malloc to do the same.
 """
 
 from __future__ import annotations
