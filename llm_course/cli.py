@@ -24,7 +24,14 @@ import torch
 
 from .checkpoints import MODELS_DIR, load_checkpoint, restore_rng_state, save_checkpoint
 from .data import CORPUS_SIZES, load_corpus, load_text
-from .distributed import close_distributed, init_distributed, is_distributed_launch, shard_loaders, wrap_model
+from .distributed import (
+    DistributedContext,
+    close_distributed,
+    init_distributed,
+    is_distributed_launch,
+    shard_loaders,
+    wrap_model,
+)
 from .generation import generate, text_to_token_ids, token_ids_to_text
 from .gpt2_bpe import gpt2_tokenizer
 from .model import GPTConfig, GPTModel
@@ -354,10 +361,15 @@ class _StopAtStepBoundary:
     `check`, a train_model callback, then raises KeyboardInterrupt at the next event, where the model,
     optimizer and history agree, so the checkpoint saved then resumes exactly. A second Ctrl-C interrupts
     at once (`hard`: the state may be mid-step, so nothing is saved).
+
+    Under torchrun every process gets its Ctrl-C at a slightly different moment, so at each event the
+    processes agree (one all-reduce) and all stop at the same one: a process that stopped alone would
+    leave the others waiting for it in their next gradient exchange.
     """
 
-    def __init__(self):
+    def __init__(self, distributed: DistributedContext | None = None):
         self.requested = self.hard = False
+        self.distributed = distributed
 
     def _handle(self, signum, frame):
         if self.requested:
@@ -367,7 +379,10 @@ class _StopAtStepBoundary:
         print(f"\n{PROG}: stopping after this step (Ctrl-C again to stop at once, unsaved)", file=sys.stderr)
 
     def check(self, event: dict) -> None:
-        if self.requested:
+        requested = self.requested
+        if self.distributed is not None:  # every process emits the same events in the same order
+            requested = self.distributed.all_reduce_mean(float(requested)) > 0
+        if requested:
             raise KeyboardInterrupt
 
     def __enter__(self):
@@ -481,7 +496,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         )
 
     started = time.perf_counter()
-    stopper = _StopAtStepBoundary()
+    stopper = _StopAtStepBoundary(context)
     try:
         with stopper:
             train_model(

@@ -412,14 +412,18 @@ def train_model(
         while history.batch_in_epoch < batches_per_epoch:
             optimizer.zero_grad()
             step_loss = torch.zeros((), device=device)
-            for _ in range(accumulate_steps):
+            for micro_batch in range(accumulate_steps):
                 input_batch, target_batch = next(batches)
-                with autocast():
-                    loss = calc_loss_batch(input_batch, target_batch, model, device)
-                # The gradients of the micro-batches add up, so each contributes 1/accumulate_steps of its
-                # own: their sum is the gradient of the mean loss, as for one big batch.
-                scaled = loss / accumulate_steps
-                (scaled if grad_scaler is None else grad_scaler.scale(scaled)).backward()
+                # Under DDP each backward pass averages the gradients over the processes; averaging the sum
+                # once, after the last micro-batch, gives the same result with one exchange per step.
+                last = micro_batch == accumulate_steps - 1
+                with nullcontext() if distributed is None or last else model.no_sync():
+                    with autocast():
+                        loss = calc_loss_batch(input_batch, target_batch, model, device)
+                    # The gradients of the micro-batches add up, so each contributes 1/accumulate_steps of its
+                    # own: their sum is the gradient of the mean loss, as for one big batch.
+                    scaled = loss / accumulate_steps
+                    (scaled if grad_scaler is None else grad_scaler.scale(scaled)).backward()
                 step_loss += scaled.detach()
                 history.total_tokens += input_batch.numel() * (1 if distributed is None else distributed.world_size)
                 history.batch_in_epoch += 1

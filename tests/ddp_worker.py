@@ -4,7 +4,9 @@ Started by torchrun, each process trains with DDP on its shard of every batch, a
 Run alone (or through `train`), one process trains on the same data with batches world_size times larger:
 the two runs should follow the same losses.
 
-    python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py OUT.json BATCH_PER_PROCESS
+    python -m torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py OUT.json BATCH_PER_PROCESS [ACCUMULATE]
+
+Under DDP the file also counts the gradient exchanges (all-reduces of a gradient bucket).
 """
 
 import json
@@ -13,6 +15,8 @@ import sys
 import numpy as np
 import torch
 
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
 from llm_course import GPTConfig, GPTModel, train_model
 from llm_course.distributed import close_distributed, init_distributed, is_distributed_launch, shard_loaders, wrap_model
 from llm_course.token_store import create_token_loaders
@@ -20,7 +24,7 @@ from llm_course.token_store import create_token_loaders
 VOCAB, CONTEXT = 50, 8
 
 
-def train(out_path: str, batch_size: int) -> None:
+def train(out_path: str, batch_size: int, accumulate_steps: int = 1) -> None:
     context = init_distributed("cpu") if is_distributed_launch() else None
     rank, world_size = (context.rank, context.world_size) if context else (0, 1)
     try:
@@ -34,13 +38,22 @@ def train(out_path: str, batch_size: int) -> None:
         model = GPTModel(cfg)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
         step_losses = []
+        exchanges = []
+        if context is not None:
+            model = wrap_model(model, context)
+
+            def counting_allreduce(state, bucket):
+                exchanges.append(bucket.index())
+                return allreduce_hook(state, bucket)
+
+            model.register_comm_hook(None, counting_allreduce)
 
         def record(event):
             if event["event"] == "step":
                 step_losses.append(event["loss"])
 
         history = train_model(
-            model if context is None else wrap_model(model, context),
+            model,
             train_loader,
             val_loader,
             optimizer,
@@ -49,6 +62,7 @@ def train(out_path: str, batch_size: int) -> None:
             eval_freq=5,
             eval_iter=2,
             callbacks=[record],
+            accumulate_steps=accumulate_steps,
             progress=False,
             distributed=context,
         )
@@ -60,6 +74,9 @@ def train(out_path: str, batch_size: int) -> None:
                 "train_losses": history.train_losses,
                 "val_losses": history.val_losses,
                 "total_tokens": history.total_tokens,
+                "global_steps": history.global_step,
+                "exchanges": len(exchanges),
+                "buckets": len(set(exchanges)),
             }
             with open(out_path, "w") as f:
                 json.dump(result, f)
@@ -70,4 +87,4 @@ def train(out_path: str, batch_size: int) -> None:
 
 
 if __name__ == "__main__":
-    train(sys.argv[1], int(sys.argv[2]))
+    train(sys.argv[1], *map(int, sys.argv[2:]))

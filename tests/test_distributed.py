@@ -115,6 +115,20 @@ def test_two_processes_follow_the_losses_of_one_with_the_same_global_batch(tmp_p
 
 
 @needs_gloo
+def test_accumulation_under_ddp_exchanges_gradients_once_per_step(tmp_path):
+    # 2 processes x 2 windows x 2 micro-batches: the same global batch of 8 windows as one process x 8.
+    torchrun([str(WORKER), str(tmp_path / "ddp.json"), "2", "2"], cwd=tmp_path)
+    spec = importlib.util.spec_from_file_location("ddp_worker", WORKER)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    worker.train(str(tmp_path / "single.json"), 8)
+    ddp, single = (json.loads((tmp_path / name).read_text()) for name in ("ddp.json", "single.json"))
+    np.testing.assert_allclose(ddp["step_losses"], single["step_losses"], rtol=0, atol=1e-4)
+    assert ddp["global_steps"] == single["global_steps"] == 28
+    assert ddp["exchanges"] == ddp["global_steps"] * ddp["buckets"]  # not once per micro-batch
+
+
+@needs_gloo
 def test_the_train_command_under_torchrun_writes_once_from_rank_0(tmp_path):
     (tmp_path / "text.txt").write_text("The people of the states met in the hall. " * 120, encoding="utf-8")
     args = "-m llm_course train --text text.txt --model-size tiny --epochs 1 --batch-size 4 --eval-freq 5 --eval-iter 1"

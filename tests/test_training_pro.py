@@ -348,6 +348,26 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_run(tmp_path, monkey
     assert err.count("\n") == 1 and "--lr 0.1 differs from the resumed run's 0.0005" in err
 
 
+class TwoProcesses:
+    """Stands in for a DistributedContext: the all-reduce of this process and another one."""
+
+    def __init__(self, other_process_value: float):
+        self.other = other_process_value
+
+    def all_reduce_mean(self, value: float) -> float:
+        return (value + self.other) / 2
+
+
+def test_under_torchrun_a_ctrl_c_in_any_process_stops_all_at_the_same_event():
+    cli._StopAtStepBoundary(TwoProcesses(0.0)).check({"event": "step"})  # nobody pressed Ctrl-C: go on
+    with pytest.raises(KeyboardInterrupt):
+        cli._StopAtStepBoundary(TwoProcesses(1.0)).check({"event": "step"})  # the other process got it
+    here = cli._StopAtStepBoundary(TwoProcesses(0.0))
+    here.requested = True  # this process got it, the other not yet
+    with pytest.raises(KeyboardInterrupt):
+        here.check({"event": "eval"})
+
+
 def test_help_describes_the_new_options(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
