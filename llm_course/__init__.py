@@ -122,7 +122,7 @@ from .explore import AttentionViewer, SamplingExplorer, collect_attention, next_
 from .live import LiveTrainingView, ProgressLog, interactive_frontend
 from .utils import get_device, set_seed
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # In chapter order. The notebooks show the code of the LESSONS' classes; the TOOLS are the machinery
 # around them (live views, CPU memory reuse, large-data and multi-process training, GPT-2 weights) that

@@ -36,7 +36,9 @@ __all__ = [
 CHAPTER = 4
 
 MODELS_DIR = Path("models")  # relative: the models/ folder of the repository you run from
-CHECKPOINT_FORMAT = 1  # bump when the layout below changes, and teach load_checkpoint the old one
+# Bump when the layout below changes, and teach load_checkpoint the old one. Format 2 (llm-course 0.2):
+# one W_qkv per attention layer where format 1 had separate W_query, W_key and W_value.
+CHECKPOINT_FORMAT = 2
 RESERVED_KEYS = ("format_version", "model_config", "model_state", "optimizer_state", "rng_state")
 OPTIONAL_KEYS = ("scheduler_state",)  # absent from checkpoints written before schedulers were saved
 PLAIN_TYPES = (str, int, float, bool, type(None), torch.Tensor)
@@ -161,15 +163,26 @@ def _read(path: Path) -> dict[str, Any]:
         ) from err
     if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
         raise CheckpointError(f"{path} is a PyTorch file but not an llm-course checkpoint (no format_version)")
-    if checkpoint["format_version"] != CHECKPOINT_FORMAT:
+    if checkpoint["format_version"] not in (1, CHECKPOINT_FORMAT):
         raise CheckpointError(
-            f"{path} has checkpoint format {checkpoint['format_version']!r}, but this llm-course reads format "
-            f"{CHECKPOINT_FORMAT}: use the llm-course version that wrote it"
+            f"{path} has checkpoint format {checkpoint['format_version']!r}, but this llm-course reads formats 1 "
+            f"and {CHECKPOINT_FORMAT}: use the llm-course version that wrote it"
         )
     missing = [key for key in RESERVED_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path} is an incomplete checkpoint: it lacks {', '.join(missing)}")
+    if checkpoint["format_version"] == 1:
+        _stack_qkv_projections(checkpoint["model_state"])
     return checkpoint
+
+
+def _stack_qkv_projections(state: dict[str, torch.Tensor]) -> None:
+    """Turn format 1's separate W_query, W_key and W_value weights (and biases) into format 2's W_qkv."""
+    for key in [key for key in state if ".att.W_query." in key]:
+        prefix, suffix = key.split("W_query.")
+        parts = [state.pop(f"{prefix}{name}.{suffix}", None) for name in ("W_query", "W_key", "W_value")]
+        if all(part is not None for part in parts):
+            state[f"{prefix}W_qkv.{suffix}"] = torch.cat(parts)  # the queries' rows, then the keys', the values'
 
 
 def load_checkpoint(
@@ -217,6 +230,12 @@ def load_checkpoint(
     if optimizer is not None:
         if checkpoint["optimizer_state"] is None:
             raise CheckpointError(f"{path} was saved without an optimizer state: it cannot resume training")
+        if checkpoint["format_version"] == 1:
+            raise CheckpointError(
+                f"{path} was written by llm-course 0.1 (checkpoint format 1), whose attention layers had separate "
+                "query, key and value projections: its weights load, but its optimizer state cannot resume "
+                "training here. Start a new run, or resume with llm-course 0.1"
+            )
         try:
             optimizer.load_state_dict(checkpoint["optimizer_state"])
         except (ValueError, KeyError, RuntimeError) as err:

@@ -10,7 +10,6 @@ trains with N processes (one per GPU), each on its share of every batch (see llm
 from __future__ import annotations
 
 import argparse
-import ctypes
 import signal
 import sys
 import textwrap
@@ -314,23 +313,6 @@ def _output_paths(output: str) -> tuple[Path, Path, Path]:
     return path, path.with_name(f"{path.stem}-loss.png"), path.with_name(f"{path.stem}-sample.txt")
 
 
-def _reuse_freed_memory() -> None:
-    """Ask glibc's malloc to keep large freed blocks for reuse instead of returning them to the OS.
-
-    Every training step allocates and frees the (batch, seq, vocab_size) logits and their gradients, about
-    50 MB each. By default glibc returns blocks that large to the OS at once, and the kernel must map and
-    zero fresh pages for them at the next step: about a quarter of the course model's step time on a CPU.
-    Does nothing where the C library is not glibc (macOS, Windows, musl).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt's parameter numbers, from glibc's malloc.h
-    libc.mallopt(m_mmap_threshold, 1 << 30)  # serve blocks up to 1 GiB from the reusable heap
-    libc.mallopt(m_trim_threshold, 1 << 30)  # and keep up to 1 GiB of free heap instead of trimming it
-
-
 # The options that define a run: `--resume` takes them from the checkpoint, and they may not be changed.
 RUN_OPTIONS = (
     "corpus", "text", "model_size", "epochs", "batch_size", "context_length", "stride", "lr", "weight_decay",
@@ -376,7 +358,8 @@ class _StopAtStepBoundary:
             self.hard = True
             raise KeyboardInterrupt
         self.requested = True
-        print(f"\n{PROG}: stopping after this step (Ctrl-C again to stop at once, unsaved)", file=sys.stderr)
+        if self.distributed is None or self.distributed.is_main:  # one message, not one per process
+            print(f"\n{PROG}: stopping after this step (Ctrl-C again to stop at once, unsaved)", file=sys.stderr)
 
     def check(self, event: dict) -> None:
         requested = self.requested
@@ -417,7 +400,6 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     checkpoint_path.parent.mkdir(parents=True, exist_ok=True)  # fail now rather than after training
     # Each process its own seed (its own dropout masks); DDP gives every process rank 0's initial weights.
     set_seed(args.seed + (0 if context is None else context.rank))
-    _reuse_freed_memory()
 
     text = load_text(args.text) if args.text else load_corpus(args.corpus)
     source = args.text or f"the {args.corpus} corpus"

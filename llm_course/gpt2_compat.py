@@ -189,8 +189,8 @@ def _to_our_state_dict(weights: dict[str, torch.Tensor], cfg: GPTConfig) -> dict
                 f"shape mismatch for h.{i}.attn.c_attn.weight: expected ({emb}, {3 * emb}) for emb_dim {emb}, "
                 f"got {tuple(qkv_weight.shape)}"
             )
-        # Conv1D computes x @ W with W of shape (in, out); nn.Linear computes x @ W.T: transpose.
         prefix = f"blocks.{i}."
+        # Conv1D computes x @ W with W of shape (in, out); nn.Linear computes x @ W.T: transpose.
         block = {
             "norm1.scale": hf["norm1.scale"],
             "norm1.shift": hf["norm1.shift"],

@@ -340,6 +340,9 @@ def train_model(
     In a run of several processes (see llm_course.distributed), pass the DDP-wrapped model and the
     process's `distributed` context: step and evaluation losses are then averaged over all processes,
     tokens_seen counts every process's tokens, and evaluations and samples use the unwrapped model.
+
+    On a CPU, training first calls `reuse_freed_memory()` (llm_course/cpu_memory.py), which lets every step
+    reuse the large blocks of memory the previous step freed; the setting holds for the whole process.
     """
     from .live import ProgressLog  # imported here: live.py imports this module
 
@@ -359,7 +362,10 @@ def train_model(
         )
     batches_per_epoch = steps_per_epoch * accumulate_steps  # a last, incomplete group of batches is left out
     autocast, grad_scaler = _mixed_precision(precision, device, grad_scaler)
-    reuse_freed_memory()  # on a CPU, each step reuses the large blocks the previous step freed
+    if torch.device(device).type == "cpu":
+        reuse_freed_memory()  # each step reuses the large blocks the previous one freed (for the whole process)
+    if distributed is not None and not isinstance(model, nn.parallel.DistributedDataParallel):
+        raise TypeError("in a multi-process run, pass the model wrapped for it: wrap_model(model, distributed)")
     history = TrainingHistory() if history is None else history
     total_steps = num_epochs * steps_per_epoch if max_steps is None else min(max_steps, num_epochs * steps_per_epoch)
     if progress or verbose:  # the bar and the log lines are a callback too, driven by the same events

@@ -264,3 +264,25 @@ def test_extra_values_must_be_plain_data(tmp_path):
     with pytest.raises(ValueError, match="model_state"):
         save_checkpoint(tmp_path / "a.pt", model, model_state={})
     assert not (tmp_path / "a.pt").exists()
+
+
+def as_format_1(checkpoint):
+    """What llm-course 0.1 wrote: separate query, key and value projections in every attention layer."""
+    state = checkpoint["model_state"]
+    for key in [key for key in state if ".att.W_qkv." in key]:
+        prefix, suffix = key.split("W_qkv.")
+        for name, part in zip(("W_query", "W_key", "W_value"), state.pop(key).chunk(3)):
+            state[f"{prefix}{name}.{suffix}"] = part.clone()
+    checkpoint["format_version"] = 1
+
+
+def test_a_format_1_checkpoint_loads_its_weights_but_does_not_resume(saved):
+    path, model, _ = saved
+    rewrite(path, as_format_1)
+    assert any(".att.W_query.weight" in key for key in torch.load(path, weights_only=True)["model_state"])
+    loaded, _ = load_checkpoint(path)
+    tokens = torch.randint(0, CFG.vocab_size, (2, 8))
+    torch.testing.assert_close(loaded(tokens), model.eval()(tokens), rtol=0, atol=0)
+    fresh = GPTModel(CFG)
+    with pytest.raises(CheckpointError, match="format 1.*optimizer state cannot resume"):
+        load_checkpoint(path, model=fresh, optimizer=torch.optim.AdamW(fresh.parameters()))

@@ -37,9 +37,12 @@ def page_faults_per_step(mode: str) -> list[int]:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="needs Linux with glibc")
 def test_training_steps_reuse_freed_memory():
-    default, reuse = page_faults_per_step("default"), page_faults_per_step("reuse")
+    default = page_faults_per_step("default")
+    if min(default[4:]) < 1_000:
+        # Huge pages (transparent_hugepage=always) or a preloaded caching allocator: nothing to improve.
+        pytest.skip("this system's allocator already avoids page faults on freed memory")
+    reuse = page_faults_per_step("reuse")
     # After a few steps of warm-up the heap holds every block a step needs.
-    assert min(default[4:]) > 25_000  # each step faults in its 51 MB blocks afresh: 12,500 pages each
     assert sum(reuse[4:]) < sum(default[4:]) / 4
 
 
@@ -47,4 +50,13 @@ def test_other_platforms_are_left_alone(monkeypatch):
     monkeypatch.setattr(cpu_memory.sys, "platform", "darwin")
     assert reuse_freed_memory() is False
     monkeypatch.setattr(cpu_memory.sys, "platform", "win32")
+    assert reuse_freed_memory() is False
+
+
+def test_a_linux_without_glibc_is_left_alone(monkeypatch):
+    def no_glibc(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(cpu_memory.sys, "platform", "linux")
+    monkeypatch.setattr(cpu_memory.ctypes, "CDLL", no_glibc)
     assert reuse_freed_memory() is False
