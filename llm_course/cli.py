@@ -10,6 +10,7 @@ trains with N processes (one per GPU), each on its share of every batch (see llm
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import textwrap
@@ -21,16 +22,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from .checkpoints import MODELS_DIR, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoints import MODELS_DIR, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .data import CORPUS_SIZES, load_corpus, load_text
-from .distributed import (
-    DistributedContext,
-    close_distributed,
-    init_distributed,
-    is_distributed_launch,
-    shard_loaders,
-    wrap_model,
-)
+from .distributed import DistributedContext, close_distributed, init_distributed, is_distributed_launch
+from .distributed import shard_loaders, wrap_model
 from .generation import generate, text_to_token_ids, token_ids_to_text
 from .gpt2_bpe import gpt2_tokenizer
 from .model import GPTConfig, GPTModel
@@ -450,7 +445,11 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         history = TrainingHistory(**resumed["history"])
         if grad_scaler is not None and resumed.get("grad_scaler_state"):
             grad_scaler.load_state_dict(resumed["grad_scaler_state"])
-        restore_rng_state(resumed["rng_state"])  # last: building the model above drew random numbers
+        # Last: building the model above drew random numbers. Under torchrun each process continues its own
+        # random stream (its own dropout masks), saved by rank 0 for every process.
+        rank_states = resumed.get("rank_rng_states")
+        same_processes = context is not None and rank_states is not None and len(rank_states) == context.world_size
+        restore_rng_state(rank_states[context.rank] if same_processes else resumed["rng_state"])
     n_params = sum(p.numel() for p in model.parameters())
     effective_batch = args.batch_size * args.accumulate * (1 if context is None else context.world_size)
     schedule = f"learning rate {args.lr:g}"
@@ -464,8 +463,10 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             + (f" Resuming at step {history.global_step}." if resumed is not None else "")
         )
 
-    def save(path: Path) -> None:
+    def save(path: Path, rank_rng_states: list[dict] | None) -> None:
         extra = {"grad_scaler_state": grad_scaler.state_dict()} if grad_scaler is not None else {}
+        if rank_rng_states is not None:
+            extra["rank_rng_states"] = rank_rng_states
         save_checkpoint(
             path,
             model,
@@ -504,14 +505,20 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                 verbose=main_process and not args.quiet,
             )
     except KeyboardInterrupt:
-        if not stopper.hard and main_process:
-            save(interrupted_path)
+        if stopper.hard:
+            raise
+        # Under torchrun all processes stopped at the same event (see _StopAtStepBoundary): collect their
+        # random states for rank 0's checkpoint.
+        rank_rng_states = None if context is None else context.gather(capture_rng_state())
+        if main_process:
+            save(interrupted_path, rank_rng_states)
             print(
                 f"\nInterrupted after step {history.global_step} of {total_steps}: saved a resumable checkpoint to "
                 f"{interrupted_path}. Continue with `{PROG} train --resume {interrupted_path}`.",
                 file=sys.stderr,
             )
         raise
+    rank_rng_states = None if context is None else context.gather(capture_rng_state())
     if not main_process:
         context.barrier()  # rank 0 reports, samples and saves; the others wait to leave together
         return
@@ -532,7 +539,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         generator=generator,
     )
     sample = token_ids_to_text(ids, tokenizer)
-    save(checkpoint_path)
+    save(checkpoint_path, rank_rng_states)
     fig = plot_losses(history, title=f"{args.model_size} model on {source}")
     fig.savefig(plot_path, dpi=120)
     plt.close(fig)
@@ -596,7 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one message rather than one per process
+            print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130
     finally:
         close_distributed()  # leave the process group of a torchrun run (nothing to do otherwise)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -59,6 +60,13 @@ class DistributedContext:
         total = torch.tensor([float(value)], dtype=torch.float64, device=device)
         dist.all_reduce(total)  # sums in place
         return total.item() / self.world_size
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's `value` (any picklable object), in rank order, on every process (every process
+        must call this at the same point)."""
+        values = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
 
     def barrier(self) -> None:
         """Wait until every process gets here (e.g. until rank 0 has written a file the others read)."""
