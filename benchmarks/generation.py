@@ -5,8 +5,8 @@ prompt, 200 new tokens, greedy. Compared: our `generate` with its cache (the def
 `use_cache=False` (re-reads the whole sequence at every step, as the book-style loop does), and transformers'
 `generate` with its cache. Cached runs alternate with transformers' so that load changes affect both alike.
 
-`--row-major` stores our widening weights (W_qkv, ff.layers[0]) row by row instead of column by column
-(see TransformerBlock), to measure what that memory order is worth.
+`--row-major` generates without `decoding_layout` (which stores the widening weights W_qkv and
+ff.layers[0] column by column during cached generation), to measure what that memory order is worth.
 
 Usage: python benchmarks/generation.py [--threads 2] [--repeats 3] [--new-tokens 200] [--row-major]
 Prints a table and writes benchmarks/results/generation.json (generation-row-major.json with --row-major).
@@ -16,8 +16,11 @@ Targets: cached >= 5x uncached, cached >= 1.0x transformers.
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 
 import torch
+
+import llm_course.generation
 
 from common import CONFIGS, machine, median, model_pair, print_table, setup, timed, write_json
 from llm_course import generate
@@ -29,16 +32,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each cached variant (uncached runs once)")
     parser.add_argument("--prompt-tokens", type=int, default=10)
     parser.add_argument("--new-tokens", type=int, default=200)
-    parser.add_argument("--row-major", action="store_true", help="our widening weights row by row")
+    parser.add_argument(
+        "--row-major", action="store_true", help="generate without decoding_layout: widening weights row by row"
+    )
     args = parser.parse_args()
     setup(args.threads)
 
     cfg = CONFIGS["gpt2-124m"]
     ours, hf = model_pair(cfg)
     if args.row_major:
-        for block in ours.blocks:
-            for layer in (block.att.W_qkv, block.ff.layers[0]):
-                layer.weight.data = layer.weight.data.contiguous()
+        llm_course.generation.decoding_layout = lambda model: nullcontext()  # generate looks it up at each call
     ours.eval(), hf.eval()
     # No early stop at GPT-2's end-of-text token: every run generates exactly --new-tokens tokens.
     hf.generation_config.eos_token_id = None
@@ -78,7 +81,7 @@ def main() -> None:
 
     info = machine()
     print(
-        f"greedy generation, GPT-2 124M fp32{' (our widening weights row-major)' if args.row_major else ''}, "
+        f"greedy generation, GPT-2 124M fp32{' (without decoding_layout)' if args.row_major else ''}, "
         f"{args.prompt_tokens}-token prompt + {args.new_tokens} new tokens, "
         f"{info['threads']} threads, load {info['load_average_1_5_15']}"
     )

@@ -57,6 +57,7 @@ from .distributed import (
 )
 from .embeddings import GPTEmbedding, check_token_ids
 from .generation import (
+    decoding_layout,
     generate,
     next_token_probs,
     next_token_table,

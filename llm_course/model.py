@@ -113,12 +113,6 @@ class TransformerBlock(nn.Module):
         self.norm2 = LayerNorm(cfg.emb_dim)
         self.ff = FeedForward(cfg)
         self.drop_resid = nn.Dropout(cfg.drop_rate)
-        # The two layers that widen the token vector (to 3 * emb_dim and 4 * emb_dim) store their weights
-        # column by column: same shapes and values, another order in memory. Generating one token at a time
-        # reads every weight once per token, and on the benchmarks' x86 CPU the matrix library (MKL) reads
-        # wide matrices 1.4-1.8x faster in this order (benchmarks/generation.py --row-major compares).
-        for layer in (self.att.W_qkv, self.ff.layers[0]):
-            layer.weight = nn.Parameter(layer.weight.detach().t().contiguous().t())
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         # Each sublayer adds its output to its input (x + f(x)): gradients flow straight through the sum,

@@ -275,36 +275,3 @@ def test_deepcopy_keeps_tying():
     model = copy.deepcopy(tiny_model(tie_weights=True))
     assert model.out_head.weight is model.embedding.token_embedding.weight
 
-
-# --- memory layout -----------------------------------------------------------------------------------------
-
-
-def widening_weights(model: GPTModel) -> list[torch.Tensor]:
-    return [w for block in model.blocks for w in (block.att.W_qkv.weight, block.ff.layers[0].weight)]
-
-
-def is_column_major(weight: torch.Tensor) -> bool:
-    return weight.t().is_contiguous()
-
-
-def test_widening_weights_are_stored_column_by_column_and_others_row_by_row():
-    model = tiny_model()
-    assert all(is_column_major(w) for w in widening_weights(model))
-    widening = {id(w) for w in widening_weights(model)}
-    others = [p for p in model.parameters() if p.dim() == 2 and id(p) not in widening]
-    assert others and all(p.is_contiguous() for p in others)
-
-
-def test_the_layout_survives_loading_copying_and_conversion(tmp_path):
-    from llm_course import from_hf_gpt2, load_checkpoint, save_checkpoint, to_hf_gpt2
-
-    model = tiny_model(seed=1, qkv_bias=True)
-    save_checkpoint(tmp_path / "m.pt", model)
-    loaded, _ = load_checkpoint(tmp_path / "m.pt")
-    converted = from_hf_gpt2(to_hf_gpt2(model), model.cfg)
-    for other in (loaded, converted, copy.deepcopy(model), tiny_model(seed=1, qkv_bias=True).to(torch.float64)):
-        assert all(is_column_major(w) for w in widening_weights(other))
-    for mine, theirs in zip(widening_weights(model), widening_weights(converted)):
-        assert torch.equal(mine, theirs)
-    x = torch.randint(0, TINY["vocab_size"], (2, 9))
-    torch.testing.assert_close(loaded(x), model.eval()(x), rtol=0, atol=0)
