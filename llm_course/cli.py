@@ -512,9 +512,10 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         rank_rng_states = None if context is None else context.gather(capture_rng_state())
         if main_process:
             save(interrupted_path, rank_rng_states)
+            launcher = PROG if context is None else f"torchrun --nproc_per_node={context.world_size} -m llm_course"
             print(
                 f"\nInterrupted after step {history.global_step} of {total_steps}: saved a resumable checkpoint to "
-                f"{interrupted_path}. Continue with `{PROG} train --resume {interrupted_path}`.",
+                f"{interrupted_path}. Continue with `{launcher} train --resume {interrupted_path}`.",
                 file=sys.stderr,
             )
         raise

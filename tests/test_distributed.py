@@ -153,6 +153,8 @@ def test_ctrl_c_in_one_process_stops_all_and_the_run_resumes_exactly(tmp_path):
     torchrun([script, "0", *run.split(), "--output", "full/run.pt"], tmp_path)
     cut = torchrun([script, "3", *run.split(), "--output", "cut/run.pt"], tmp_path, check=False)
     assert cut.returncode != 0 and "Interrupted after step 3 of" in cut.stderr
+    resume_hint = "Continue with `torchrun --nproc_per_node=2 -m llm_course train --resume cut/run-interrupted.pt`"
+    assert resume_hint in cut.stderr
     assert cut.stderr.count("stopping after this step") <= 1  # only rank 0 speaks (here rank 1 got the signal)
     assert not (tmp_path / "cut" / "run.pt").exists()
     _, interrupted = load_checkpoint(tmp_path / "cut" / "run-interrupted.pt")
