@@ -180,9 +180,10 @@ def _stack_qkv_projections(state: dict[str, torch.Tensor]) -> None:
     """Turn format 1's separate W_query, W_key and W_value weights (and biases) into format 2's W_qkv."""
     for key in [key for key in state if ".att.W_query." in key]:
         prefix, suffix = key.split("W_query.")
-        parts = [state.pop(f"{prefix}{name}.{suffix}", None) for name in ("W_query", "W_key", "W_value")]
-        if all(part is not None for part in parts):
-            state[f"{prefix}W_qkv.{suffix}"] = torch.cat(parts)  # the queries' rows, then the keys', the values'
+        keys = [f"{prefix}{name}.{suffix}" for name in ("W_query", "W_key", "W_value")]
+        if all(part in state for part in keys):  # else load_state_dict reports what is missing
+            # The queries' rows, then the keys', then the values'.
+            state[f"{prefix}W_qkv.{suffix}"] = torch.cat([state.pop(part) for part in keys])
 
 
 def load_checkpoint(

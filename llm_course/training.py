@@ -352,6 +352,8 @@ def train_model(
         raise ValueError(f"accumulate_steps must be an integer >= 1, got {accumulate_steps!r}")
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip must be None or a number > 0, got {grad_clip!r}")
+    if distributed is not None and not isinstance(model, nn.parallel.DistributedDataParallel):
+        raise TypeError("in a multi-process run, pass the model wrapped for it: wrap_model(model, distributed)")
     if len(train_loader) == 0:
         raise ValueError("the training loader has no batches: use more text or a smaller batch_size")
     steps_per_epoch = len(train_loader) // accumulate_steps
@@ -364,8 +366,6 @@ def train_model(
     autocast, grad_scaler = _mixed_precision(precision, device, grad_scaler)
     if torch.device(device).type == "cpu":
         reuse_freed_memory()  # each step reuses the large blocks the previous one freed (for the whole process)
-    if distributed is not None and not isinstance(model, nn.parallel.DistributedDataParallel):
-        raise TypeError("in a multi-process run, pass the model wrapped for it: wrap_model(model, distributed)")
     history = TrainingHistory() if history is None else history
     total_steps = num_epochs * steps_per_epoch if max_steps is None else min(max_steps, num_epochs * steps_per_epoch)
     if progress or verbose:  # the bar and the log lines are a callback too, driven by the same events

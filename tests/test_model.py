@@ -274,4 +274,3 @@ def test_summary_rejects_other_models():
 def test_deepcopy_keeps_tying():
     model = copy.deepcopy(tiny_model(tie_weights=True))
     assert model.out_head.weight is model.embedding.token_embedding.weight
-
