@@ -1,7 +1,8 @@
 """llm_course: the package the course's notebooks build, chapter by chapter.
 
-Each module is one concept, records the chapter that defines it in its CHAPTER constant and lists its
-public names in `__all__`. `CHAPTER_OF` maps every public name of the package to its chapter.
+Each module is one concept, records the chapter that defines it in its CHAPTER constant (and, in CHAPTERS,
+the names a later chapter adds to it) and lists its public names in `__all__`. `CHAPTER_OF` maps every
+public name of the package to its chapter.
 """
 
 from . import (
@@ -20,7 +21,9 @@ from . import (
     live,
     model,
     multihead_attention,
+    pipeline,
     plotting,
+    progress,
     token_store,
     tokenizers,
     training,
@@ -46,7 +49,7 @@ from .checkpoints import (
 )
 from .cpu_memory import reuse_freed_memory
 from .data import CORPUS_SIZES, load_corpus, load_text
-from .dataset import GPTDatasetV1, create_dataloader
+from .dataset import GPTDataset, create_dataloader
 from .distributed import (
     DistributedContext,
     close_distributed,
@@ -56,9 +59,10 @@ from .distributed import (
     wrap_model,
 )
 from .embeddings import GPTEmbedding, check_token_ids
+from .explore import AttentionViewer, SamplingExplorer, collect_attention, next_token_choices
 from .generation import (
-    decoding_layout,
     generate,
+    generate_stream,
     next_token_probs,
     next_token_table,
     prompt_logits,
@@ -69,6 +73,7 @@ from .generation import (
 from .gpt2_bpe import gpt2_tokenizer, install_gpt2_tables, tiktoken_cache_dir
 from .gpt2_compat import GPT2_MODELS, download_gpt2_weights, from_hf_gpt2, load_openai_gpt2, to_hf_gpt2
 from .kv_cache import KVCache
+from .live import LiveTrainingView, interactive_frontend
 from .model import (
     GELU,
     FeedForward,
@@ -81,13 +86,13 @@ from .model import (
 )
 from .multihead_attention import MultiHeadAttentionWrapper, MultiHeadCausalAttention
 from .plotting import plot_attention, plot_attention_heads
+from .pipeline import MODEL_SIZES, RESUMABLE_OPTIONS, PretrainResult, pretrain
+from .progress import ProgressBar
 from .token_store import (
     TokenFile,
     TokenFileError,
-    TokenWindowDataset,
     cached_token_file,
     corpus_token_file,
-    create_token_loaders,
     read_token_file,
     text_sha256,
     write_token_file,
@@ -107,37 +112,39 @@ from .tokenizers import (
 from .training import (
     TrainingConfig,
     TrainingHistory,
-    calc_loss_batch,
     calc_loss_loader,
+    configure_optimizer,
     create_train_val_loaders,
+    epoch_batches,
     evaluate_model,
     lr_at_step,
+    mixed_precision,
+    next_token_loss,
     overfitting_start,
     perplexity,
     plot_losses,
     plot_lr_schedule,
     train_model,
-    warmup_cosine_schedule,
+    train_step,
 )
-from .explore import AttentionViewer, SamplingExplorer, collect_attention, next_token_choices
-from .live import LiveTrainingView, ProgressLog, interactive_frontend
-from .utils import get_device, set_seed
+from .utils import check_int, check_number, get_device, set_seed
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # In chapter order. The notebooks show the code of the LESSONS' classes; the TOOLS are the machinery
-# around them (live views, CPU memory reuse, large-data and multi-process training, GPT-2 weights) that
-# notebooks use without showing it line by line.
+# around them (progress bars and live views, the command-line pipeline, GPT-2's weights, CPU memory reuse,
+# large-data and multi-process training) that notebooks use without showing it line by line.
 LESSONS = (
     utils, gpt2_bpe, tokenizers, data, dataset, embeddings,  # chapter 1
     attention, plotting,  # chapter 2
     multihead_attention,  # chapter 3
-    model, kv_cache, generation, training, checkpoints,  # chapter 4
-)
-TOOLS = (live, explore, cpu_memory, token_store, distributed, gpt2_compat)
+    model, generation, training, checkpoints,  # chapter 4
+    kv_cache,  # chapter 5
+)  # fmt: skip
+TOOLS = (progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed)
 MODULES = LESSONS + TOOLS
 __all__ = [name for module in MODULES for name in module.__all__]
-CHAPTER_OF = {name: module.CHAPTER for module in MODULES for name in module.__all__}
+CHAPTER_OF = {name: getattr(module, "CHAPTERS", {}).get(name, module.CHAPTER) for module in MODULES for name in module.__all__}
 
 # Make the plain `tiktoken.get_encoding("gpt2")` work offline in any program that imports the course.
 try:

@@ -1,8 +1,8 @@
 """Chapter 4: saving and loading trained models (checkpoints), safely.
 
-A checkpoint holds the model's configuration and weights, and optionally the optimizer's and the
-learning-rate scheduler's states, the random number generators' states and the training progress, so that training can continue exactly
-where it stopped. Saving is atomic: the file is written under a temporary name in the same folder and
+A checkpoint holds the model's configuration and weights, the optimizer's state, the random number
+generators' states and, from `llm-course train`, the run's settings and progress, so that training can
+continue exactly where it stopped. Saving is atomic: the file is written under a temporary name in the same folder and
 renamed over the old one only once complete, so a crash mid-write leaves the previous checkpoint intact.
 Loading uses `torch.load(..., weights_only=True)`, which refuses any pickled object that could run code.
 """
@@ -37,10 +37,11 @@ CHAPTER = 4
 
 MODELS_DIR = Path("models")  # relative: the models/ folder of the repository you run from
 # Bump when the layout below changes, and teach load_checkpoint the old one. Format 2 (llm-course 0.2):
-# one W_qkv per attention layer where format 1 had separate W_query, W_key and W_value.
-CHECKPOINT_FORMAT = 2
+# one W_qkv per attention layer where format 1 had separate W_query, W_key and W_value. Format 3
+# (llm-course 0.3): the same weights; a training run stores its TrainingConfig (no scheduler state: the
+# learning rate follows from the step).
+CHECKPOINT_FORMAT = 3
 RESERVED_KEYS = ("format_version", "model_config", "model_state", "optimizer_state", "rng_state")
-OPTIONAL_KEYS = ("scheduler_state",)  # absent from checkpoints written before schedulers were saved
 PLAIN_TYPES = (str, int, float, bool, type(None), torch.Tensor)
 
 
@@ -81,21 +82,17 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 def save_checkpoint(
-    path: str | os.PathLike,
-    model: GPTModel,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    **extra,
+    path: str | os.PathLike, model: GPTModel, optimizer: torch.optim.Optimizer | None = None, **extra
 ) -> Path:
-    """Atomically write `model` (config and weights), the optimizer's and scheduler's states, the RNG
-    states and `extra` (plain data such as `history=dataclasses.asdict(history)`) to `path`; return the path.
+    """Atomically write `model` (config and weights), the optimizer's state, the RNG states and `extra`
+    (plain data such as `history=dataclasses.asdict(history)`) to `path`; return the path.
 
     The folder is created if needed; an existing file is replaced only once the new one is complete.
     """
     if not isinstance(model, GPTModel):
         raise TypeError(f"save_checkpoint saves a GPTModel, got {type(model).__name__}")
     for key in extra:
-        if key in RESERVED_KEYS + OPTIONAL_KEYS:
+        if key in RESERVED_KEYS:
             raise ValueError(f"{key!r} is a name the checkpoint uses itself; give your extra value another name")
     _check_plain(extra, "extra")
     payload = {
@@ -104,7 +101,6 @@ def save_checkpoint(
         "model_state": model.state_dict(),
         "optimizer_state": None if optimizer is None else optimizer.state_dict(),
         "rng_state": capture_rng_state(),
-        "scheduler_state": None if scheduler is None else scheduler.state_dict(),
         **extra,
     }
     path = Path(path)
@@ -163,10 +159,10 @@ def _read(path: Path) -> dict[str, Any]:
         ) from err
     if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
         raise CheckpointError(f"{path} is a PyTorch file but not an llm-course checkpoint (no format_version)")
-    if checkpoint["format_version"] not in (1, CHECKPOINT_FORMAT):
+    if checkpoint["format_version"] not in range(1, CHECKPOINT_FORMAT + 1):
         raise CheckpointError(
             f"{path} has checkpoint format {checkpoint['format_version']!r}, but this llm-course reads formats 1 "
-            f"and {CHECKPOINT_FORMAT}: use the llm-course version that wrote it"
+            f"to {CHECKPOINT_FORMAT}: use the llm-course version that wrote it"
         )
     missing = [key for key in RESERVED_KEYS if key not in checkpoint]
     if missing:
@@ -191,20 +187,16 @@ def load_checkpoint(
     device: torch.device | str | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     model: GPTModel | None = None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> tuple[GPTModel, dict[str, Any]]:
     """Read a checkpoint written by `save_checkpoint`; return (model, checkpoint dict).
 
     The model is rebuilt from the stored config (or, when `model` is given, the weights are loaded into
     it: its config must match), moved to `device` (default: CPU) and put in eval mode. To resume training,
-    pass the model and an `optimizer` over its parameters (and the `scheduler` driving it, if any): their
-    states are restored too; call `restore_rng_state(checkpoint["rng_state"])` for the random number
-    generators. Raises CheckpointError,
+    pass the model and an `optimizer` over its parameters: its state is restored too; call
+    `restore_rng_state(checkpoint["rng_state"])` for the random number generators. Raises CheckpointError,
     saying what is wrong, for a missing, truncated, corrupt, unsafe or incompatible file.
     """
-    path = Path(path)
-    if scheduler is not None and optimizer is None:
-        raise ValueError("to restore a scheduler, pass its optimizer and model as well")
+    path = Path(path).expanduser()
     if optimizer is not None and model is None:
         raise ValueError(
             "to restore an optimizer, pass the model it optimizes as well: "
@@ -241,11 +233,4 @@ def load_checkpoint(
             optimizer.load_state_dict(checkpoint["optimizer_state"])
         except (ValueError, KeyError, RuntimeError) as err:
             raise CheckpointError(f"{path}: the optimizer state does not fit the given optimizer: {err}") from err
-    if scheduler is not None:
-        if checkpoint.get("scheduler_state") is None:
-            raise CheckpointError(f"{path} was saved without a scheduler state: resume it without a scheduler")
-        try:
-            scheduler.load_state_dict(checkpoint["scheduler_state"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{path}: the scheduler state does not fit the given scheduler: {err}") from err
     return model, checkpoint

@@ -18,13 +18,14 @@ import sys
 
 __all__ = ["reuse_freed_memory"]
 
-CHAPTER = 4
+CHAPTER = 5
 
 # mallopt parameters, from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 _REUSE_LIMIT = 1 << 30  # 1 GiB: blocks up to this size come from the process's heap
+_DEFAULT_MMAP_THRESHOLD = 128 * 1024  # glibc's starting value, put back if the second setting is refused
 
 
 def reuse_freed_memory() -> bool:
@@ -33,10 +34,12 @@ def reuse_freed_memory() -> bool:
 
     Speeds up training on a CPU, fp32 and bf16 alike (see benchmarks/bf16.py). The cost: memory that
     training freed stays with the process (up to its peak use) instead of going back to the system at
-    once. Affects the whole process and stays in force; calling it again changes nothing. Returns whether
-    glibc accepted the setting: False on macOS and Windows, whose allocators keep freed blocks anyway, and
-    on Linux systems without glibc (musl has no such setting). Under a replacement allocator loaded with
-    LD_PRELOAD (jemalloc, tcmalloc), which caches freed blocks itself, it returns True but has no effect.
+    once. Affects the whole process and stays in force, so call it where a program starts (the
+    `llm-course` command, the benchmarks and the notebooks do); calling it again changes nothing. All or
+    nothing: if glibc refuses either setting, neither stays. Returns whether both were accepted: False on
+    macOS and Windows, whose allocators keep freed blocks anyway, and on Linux systems without glibc (musl
+    has no such setting). Under a replacement allocator loaded with LD_PRELOAD (jemalloc, tcmalloc), which
+    caches freed blocks itself, it returns True but has no effect.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -51,6 +54,9 @@ def reuse_freed_memory() -> bool:
     mallopt.restype = ctypes.c_int
     # Blocks up to the limit come from the heap rather than from the system, and up to the limit of free
     # memory at the top of the heap is kept rather than handed back.
-    mmap_ok = mallopt(_M_MMAP_THRESHOLD, _REUSE_LIMIT)
-    trim_ok = mallopt(_M_TRIM_THRESHOLD, _REUSE_LIMIT)
-    return bool(mmap_ok and trim_ok)
+    if not mallopt(_M_MMAP_THRESHOLD, _REUSE_LIMIT):
+        return False  # refused: nothing changed
+    if not mallopt(_M_TRIM_THRESHOLD, _REUSE_LIMIT):
+        mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP_THRESHOLD)  # undo the first setting
+        return False
+    return True

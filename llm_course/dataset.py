@@ -1,35 +1,45 @@
-"""Chapter 1: turning a text into (input, target) windows for next-token prediction."""
+"""Chapter 1: turning a sequence of token ids into (input, target) windows for next-token prediction.
+
+The ids may be a Python list, a tensor or a NumPy array, including a memory-mapped token file on disk
+(chapter 5's larger corpora): a window reads only its own ids, so memory does not grow with the corpus.
+"""
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .gpt2_bpe import gpt2_tokenizer
-from .tokenizers import encode_text
+from .utils import check_int
 
-__all__ = ["GPTDatasetV1", "create_dataloader"]
+__all__ = ["GPTDataset", "create_dataloader"]
 
 CHAPTER = 1
 
 
-class GPTDatasetV1(Dataset):
-    """Sliding windows over a tokenized text.
+class GPTDataset(Dataset):
+    """Sliding windows over a 1-D sequence of token ids.
 
-    Item i is `(input_ids, target_ids)`, two LongTensors of shape (max_length,), where the window starts
-    at token i * stride and the targets are the inputs shifted one token to the right.
+    Item i is `(input_ids, target_ids)`, two LongTensors of shape (max_length,): the window starts at
+    token i * stride, and the targets are the inputs shifted by one position (each target is the token
+    that follows its input).
     """
 
-    def __init__(self, text: str, tokenizer, max_length: int, stride: int):
-        if max_length < 1 or stride < 1:
-            raise ValueError(f"max_length and stride must be at least 1 (got max_length={max_length}, stride={stride})")
-        token_ids = encode_text(tokenizer, text)
+    def __init__(self, token_ids: Sequence[int] | torch.Tensor | np.ndarray, max_length: int, stride: int):
+        check_int("max_length", max_length)
+        check_int("stride", stride)
+        if not isinstance(token_ids, np.ndarray):  # a NumPy array may be a file on disk: leave it there
+            token_ids = torch.as_tensor(token_ids, dtype=torch.long)
+        if token_ids.ndim != 1:
+            raise ValueError(f"expected a 1-D sequence of token ids, got shape {tuple(token_ids.shape)}")
         if len(token_ids) < max_length + 1:
             raise ValueError(
                 f"the text has {len(token_ids)} tokens, but one window needs max_length + 1 = {max_length + 1}: "
                 "use a longer text or a smaller max_length"
             )
-        self.token_ids = torch.tensor(token_ids, dtype=torch.long)
+        self.token_ids = token_ids
         self.max_length = max_length
         self.stride = stride
 
@@ -41,30 +51,27 @@ class GPTDatasetV1(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"window {index} does not exist; the dataset has {len(self)} windows")
         start = (index % len(self)) * self.stride
-        window = self.token_ids[start : start + self.max_length + 1]
+        window = self.token_ids[start : start + self.max_length + 1]  # max_length + 1 ids
+        if isinstance(window, np.ndarray):  # read from disk: copy just this window into a tensor
+            window = torch.from_numpy(window.astype(np.int64))
         return window[:-1], window[1:]
 
 
 def create_dataloader(
-    text: str,
+    token_ids: Sequence[int] | torch.Tensor | np.ndarray,
     batch_size: int = 4,
     max_length: int = 256,
     stride: int = 128,
     shuffle: bool = True,
     drop_last: bool = True,
     num_workers: int = 0,
-    tokenizer=None,
 ) -> DataLoader:
-    """A DataLoader of (inputs, targets) batches, each of shape (batch_size, max_length).
+    """A DataLoader of (inputs, targets) batches of GPTDataset windows, each of shape (batch_size, max_length).
 
-    Uses GPT-2's BPE tokenizer when `tokenizer` is None. Shuffling draws from torch's global generator,
-    so `torch.manual_seed` makes the order reproducible.
+    Shuffling draws from torch's global generator, so `torch.manual_seed` makes the order reproducible.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
-    if tokenizer is None:
-        tokenizer = gpt2_tokenizer()
-    dataset = GPTDatasetV1(text, tokenizer, max_length, stride)
+    check_int("batch_size", batch_size)
+    dataset = GPTDataset(token_ids, max_length, stride)
     if drop_last and len(dataset) < batch_size:
         raise ValueError(
             f"the text gives only {len(dataset)} windows, fewer than batch_size={batch_size}, so drop_last=True "

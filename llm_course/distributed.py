@@ -1,4 +1,4 @@
-"""Chapter 4: data-parallel training on several processes (GPUs, or CPU cores) with torch.distributed.
+"""Chapter 5: data-parallel training on several processes (GPUs, or CPU cores) with torch.distributed.
 
 `torchrun --nproc_per_node=N -m llm_course train ...` starts N copies of the same program and tells each,
 through environment variables, its rank (0 ... N-1), the number of processes (the world size) and where to
@@ -34,7 +34,7 @@ __all__ = [
     "wrap_model",
 ]
 
-CHAPTER = 4
+CHAPTER = 5
 
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

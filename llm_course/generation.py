@@ -6,8 +6,6 @@ appended to the sequence and fed back in, one token at a time.
 
 from __future__ import annotations
 
-import math
-from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
 import torch
@@ -16,11 +14,12 @@ from torch import nn
 from .kv_cache import KVCache
 from .model import GPTModel
 from .tokenizers import encode_text
+from .utils import check_int, check_number
 
 __all__ = [
     "prompt_logits",
-    "decoding_layout",
     "generate",
+    "generate_stream",
     "next_token_probs",
     "sample_next_token",
     "text_to_token_ids",
@@ -32,12 +31,9 @@ CHAPTER = 4
 
 
 def _check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
+    check_number("temperature (0 means greedy)", temperature, 0)
+    check_int("top_k", top_k, allow_none=True)
+    check_number("top_p", top_p, 0, 1, low_open=True, allow_none=True)
 
 
 def next_token_probs(
@@ -85,28 +81,52 @@ def sample_next_token(
     return torch.multinomial(probs, 1, generator=generator)
 
 
-@contextmanager
-def decoding_layout(model: nn.Module) -> Iterator[None]:
-    """While active, a GPTModel on the CPU stores its widening weight matrices (each block's att.W_qkv and
-    ff.layers[0]) column by column in memory: same shapes and values, other strides.
+def generate_stream(
+    model: nn.Module,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    context_size: int | None = None,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> Iterator[torch.Tensor]:
+    """Yield the next token of each sequence of `idx` (batch, seq), one (batch, 1) tensor per step, up to
+    `max_new_tokens` times: `generate` collects them, a chat or a command line prints them as they come.
 
-    A cached generation step multiplies one token vector by every weight matrix, so its time goes into
-    reading the weights from memory, and on the benchmarks' x86 CPU the matrix library (MKL) reads a wide
-    matrix 1.4-1.8x faster in this order (benchmarks/generation.py --row-major compares). Training wants
-    the usual order (PyTorch's fused AdamW copies every non-contiguous gradient), so the original tensors
-    come back afterwards, untouched. The copies cost a fraction of a second for GPT-2 small and, while
-    they exist, the memory of those matrices once more (about 200 MB for GPT-2 small).
+    The arguments are `generate`'s. The model runs in eval mode, without gradients, and is put back in its
+    previous mode when the stream ends or is abandoned.
     """
-    blocks = model.blocks if isinstance(model, GPTModel) and model.out_head.weight.device.type == "cpu" else []
-    weights = [layer.weight for block in blocks for layer in (block.att.W_qkv, block.ff.layers[0])]
-    originals = [weight.data for weight in weights]
+    idx, context_size = _check_generate_args(model, idx, max_new_tokens, context_size, temperature, top_k, top_p, eos_id)
+    finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+    cached = use_cache and isinstance(model, GPTModel)
+    cache = None
+    was_training = model.training
+    model.eval()
     try:
-        for weight in weights:
-            weight.data = weight.data.t().contiguous().t()
-        yield
+        for _ in range(max_new_tokens):
+            with torch.inference_mode():
+                if not cached:
+                    logits = model(idx[:, -context_size:])  # re-read the whole window
+                elif cache is None or cache[0].length == context_size:
+                    # (Re)fill the caches from the window: at the start, and at each step once the window slides.
+                    cache = [KVCache(context_size) for _ in model.blocks]
+                    logits = model(idx[:, -context_size:], kv_cache=cache)
+                else:
+                    logits = model(idx[:, -1:], kv_cache=cache)  # only the newest token: (batch, 1, vocab)
+                # (batch, vocab): the last position only, in fp32 even for a bf16 model (sampling needs it)
+                next_id = sample_next_token(logits[:, -1, :].float(), temperature, top_k, top_p, generator)
+                if eos_id is not None:
+                    next_id = next_id.masked_fill(finished.unsqueeze(1), eos_id)  # finished rows repeat eos_id
+                    finished |= next_id.squeeze(1) == eos_id
+                idx = torch.cat([idx, next_id], dim=1)
+            yield next_id.clone()  # a normal tensor: inference-mode tensors cannot join autograd later
+            if finished.all():
+                return
     finally:
-        for weight, original in zip(weights, originals):
-            weight.data = original
+        model.train(was_training)
 
 
 def generate(
@@ -127,15 +147,26 @@ def generate(
     greedy decoding; otherwise tokens are sampled (see `next_token_probs`), reproducibly when a seeded
     `generator` is given. With `eos_id`, a sequence that emits it is finished: it is padded with eos_id
     while the others go on, and generation stops as soon as every sequence has finished (so a single
-    sequence ends right after its eos_id). The model runs in eval mode (no dropout), without gradients,
-    and is put back in its previous mode afterwards.
+    sequence ends right after its eos_id).
 
-    With `use_cache` (and a GPTModel), a key/value cache per block means the window of tokens is read once and
-    then each step feeds only the newest token. Once the window is full and slides, every token moves to a
-    new position, so the cache is refilled from the window at each step: the result is always exactly that
-    of `use_cache=False`, which re-reads the whole window at every step. Cached generation also runs under
-    `decoding_layout`, which lays out the weights for one-token steps.
+    With `use_cache` (and a GPTModel), a key/value cache per block (chapter 5) means the window of tokens is
+    read once and then each step feeds only the newest token. Once the window is full and slides, every
+    token moves to a new position, so the cache is refilled from the window at each step: the result is
+    always exactly that of `use_cache=False`, which re-reads the whole window at every step.
     """
+    new = list(generate_stream(model, idx, max_new_tokens, context_size, temperature, top_k, top_p, eos_id,
+                               generator, use_cache))  # fmt: skip
+    idx = idx.to(_device_of(model))
+    return torch.cat([idx, *new], dim=1) if new else idx
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return torch.device("cpu") if parameter is None else parameter.device
+
+
+def _check_generate_args(model, idx, max_new_tokens, context_size, temperature, top_k, top_p, eos_id):
+    """`idx` on the model's device and the context size to use, after checking every argument."""
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype != torch.long or 0 in idx.shape:
         shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
         raise ValueError(
@@ -143,50 +174,18 @@ def generate(
             + (f" with dtype {idx.dtype}" if isinstance(idx, torch.Tensor) else "")
             + ": use text_to_token_ids(text, tokenizer), which adds the batch dimension"
         )
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    check_int("max_new_tokens", max_new_tokens, minimum=0)
     _check_sampling_args(temperature, top_k, top_p)
     model_context = getattr(getattr(model, "cfg", None), "context_length", None)
     if context_size is None:
         if model_context is None:
             raise ValueError("pass context_size: the model has no cfg.context_length to take it from")
         context_size = model_context
-    if isinstance(context_size, bool) or not isinstance(context_size, int) or context_size < 1:
-        raise ValueError(f"context_size must be an integer >= 1, got {context_size!r}")
+    check_int("context_size", context_size)
     if model_context is not None and context_size > model_context:
         raise ValueError(f"context_size {context_size} exceeds the model's context_length {model_context}")
-    if eos_id is not None and (isinstance(eos_id, bool) or not isinstance(eos_id, int)):
-        raise ValueError(f"eos_id must be None or a token id (int), got {eos_id!r}")
-
-    parameter = next(model.parameters(), None)
-    if parameter is not None:
-        idx = idx.to(parameter.device)
-    was_training = model.training
-    model.eval()
-    finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-    try:
-        with torch.no_grad(), decoding_layout(model) if use_cache else nullcontext():
-            cache = None
-            for _ in range(max_new_tokens):
-                if not use_cache or not isinstance(model, GPTModel):
-                    logits = model(idx[:, -context_size:])
-                elif cache is None or cache[0].length == context_size:
-                    # (Re)fill the caches from the window: at the start, and at each step once the window slides.
-                    cache = [KVCache(context_size) for _ in model.blocks]
-                    logits = model(idx[:, -context_size:], kv_cache=cache)
-                else:
-                    logits = model(idx[:, -1:], kv_cache=cache)  # only the newest token: (batch, 1, vocab)
-                logits = logits[:, -1, :]  # (batch, vocab): the last position only
-                next_id = sample_next_token(logits, temperature, top_k, top_p, generator)  # (batch, 1)
-                if eos_id is not None:
-                    next_id = next_id.masked_fill(finished.unsqueeze(1), eos_id)
-                    finished |= next_id.squeeze(1) == eos_id
-                idx = torch.cat([idx, next_id], dim=1)
-                if finished.all():
-                    break
-    finally:
-        model.train(was_training)
-    return idx
+    check_int("eos_id", eos_id, minimum=0, allow_none=True)
+    return idx.to(_device_of(model)), context_size
 
 
 def text_to_token_ids(text: str, tokenizer) -> torch.Tensor:
@@ -227,8 +226,7 @@ def prompt_logits(model: nn.Module, tokenizer, prompt: str) -> torch.Tensor:
 
 def next_token_table(model: nn.Module, tokenizer, prompt: str, k: int = 10) -> list[tuple[str, float]]:
     """The model's k most likely next tokens after `prompt`, as (token text, probability) pairs, most likely first."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    check_int("k", k)
     probs = torch.softmax(prompt_logits(model, tokenizer, prompt)[0], dim=-1)  # (vocab,)
     top = torch.topk(probs, min(k, probs.numel()))
     return [(tokenizer.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())]

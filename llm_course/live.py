@@ -1,12 +1,10 @@
 """Chapter 4: watching training as it happens, driven by `train_model`'s events.
 
 `train_model` calls each of its callbacks with an event dict after every optimizer step ("step"), every
-evaluation ("eval"), every epoch ("epoch_end") and once at the end ("train_end"). Two callbacks here turn
-those events into something to look at, so there is only ever one training loop:
-
-* `ProgressLog`: a tqdm progress bar and one log line per evaluation (the terminal, `llm-course train`).
-* `LiveTrainingView`: in Jupyter, one figure (losses, learning rate, tokens per second against tokens seen)
-  and the latest generated sample, updated in place at each evaluation.
+evaluation ("eval"), every epoch ("epoch_end") and once at the end ("train_end"). `LiveTrainingView` turns
+those events into something to look at in Jupyter: one figure (losses, learning rate, tokens per second
+against tokens seen) and the latest generated sample, updated in place at each evaluation. (The progress
+bar, llm_course/progress.py, is another such callback.)
 
 Stored notebook outputs must compare exactly under nbval, which runs the notebook headless and ignores
 in-place display updates. So the view animates only in an interactive Jupyter frontend (see
@@ -27,7 +25,7 @@ from .training import TrainingHistory, overfitting_start
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["LiveTrainingView", "ProgressLog", "interactive_frontend"]
+__all__ = ["LiveTrainingView", "interactive_frontend"]
 
 CHAPTER = 4
 
@@ -44,53 +42,6 @@ def interactive_frontend() -> bool:
     if shell is None or getattr(shell, "kernel", None) is None:
         return False
     return bool(os.environ.get("JPY_SESSION_NAME"))
-
-
-class ProgressLog:
-    """A training callback for terminals: a tqdm bar advanced by "step" events, showing the latest losses,
-    and (with `log_evals`) one line per "eval" event with the losses and the generated sample.
-
-    `train_model(progress=..., verbose=...)` uses it for its own bar; pass one in `callbacks` instead to
-    keep it (e.g. `close()` it yourself when training stops early).
-    """
-
-    def __init__(self, bar: bool = True, log_evals: bool = True):
-        self.show_bar = bar
-        self.log_evals = log_evals
-        self.bar = None
-        self.postfix: dict[str, str] = {}
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        from tqdm.auto import tqdm  # imported here: `import llm_course` stays light
-
-        kind = event["event"]
-        if self.bar is None and kind != "train_end":
-            done = event["step"] - (kind == "step")  # a step event arrives after its step
-            self.bar = tqdm(
-                total=event["total_steps"], initial=done, desc="training", unit="step", disable=not self.show_bar
-            )
-        if kind == "step":
-            self.bar.update()
-            if "grad_norm" in event:  # given when train_model clips gradients
-                self.postfix["norm"] = f"{event['grad_norm']:.2f}"
-            self.postfix["loss"] = f"{event['loss']:.3f}"
-            self.bar.set_postfix(self.postfix)
-        elif kind == "eval":
-            self.postfix.update(train=f"{event['train_loss']:.3f}", val=f"{event['val_loss']:.3f}")
-            self.bar.set_postfix(self.postfix)
-            if self.log_evals:
-                line = f"step {event['step']:>5} (epoch {event['epoch']:.2f}): "
-                line += f"train loss {event['train_loss']:.3f}, val loss {event['val_loss']:.3f}"
-                line += f", gradient norm {self.postfix['norm']}" if "norm" in self.postfix else ""
-                sample = event.get("sample")
-                self.bar.write(line + (f"\n  {sample!r}" if sample is not None else ""))
-        elif kind == "train_end":
-            self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 class _Report:

@@ -8,7 +8,9 @@ multi-head causal attention.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +18,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .embeddings import GPTEmbedding
-from .kv_cache import KVCache
 from .multihead_attention import MultiHeadCausalAttention
+from .utils import check_int, check_number
+
+if TYPE_CHECKING:
+    from .kv_cache import KVCache
 
 __all__ = ["GPTConfig", "LayerNorm", "GELU", "FeedForward", "TransformerBlock", "GPTModel", "ModelSummary", "model_summary"]
 
@@ -39,16 +44,13 @@ class GPTConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+            check_int(f"GPTConfig.{name}", getattr(self, name))
         if self.emb_dim % self.n_heads != 0:
             raise ValueError(
                 f"GPTConfig.emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads}): "
                 "each head gets emb_dim // n_heads dimensions"
             )
-        if isinstance(self.drop_rate, bool) or not isinstance(self.drop_rate, (int, float)) or not 0 <= self.drop_rate < 1:
-            raise ValueError(f"GPTConfig.drop_rate must be a number in [0, 1), got {self.drop_rate!r}")
+        check_number("GPTConfig.drop_rate", self.drop_rate, 0, 1, high_open=True)
 
     @classmethod
     def gpt2_small(cls, **overrides) -> "GPTConfig":
@@ -117,10 +119,8 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         # Each sublayer adds its output to its input (x + f(x)): gradients flow straight through the sum,
         # which keeps deep stacks trainable.
-        h = self.norm1(x)
-        # With a cache (generation), x holds only the new tokens and attention also sees the earlier ones.
-        h = self.att(h) if kv_cache is None else kv_cache.attend(self.att, h)
-        x = x + self.drop_resid(h)
+        # With a cache (generation, chapter 5), x holds only the new tokens; attention also sees the earlier ones.
+        x = x + self.drop_resid(self.att(self.norm1(x), kv_cache))
         x = x + self.drop_resid(self.ff(self.norm2(x)))
         return x
 
@@ -144,6 +144,13 @@ class GPTModel(nn.Module):
         self.final_norm = LayerNorm(cfg.emb_dim)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         self.apply(self._init_weights)
+        # The layers that write into the residual stream (attention's out_proj, the feed-forward's last layer)
+        # start with a standard deviation sqrt(2 * n_layers) times smaller, as in GPT-2: the stream adds up
+        # 2 * n_layers of their outputs, which together then add about as much variance as one unscaled layer
+        # would, however deep the model.
+        for block in self.blocks:
+            for layer in (block.att.out_proj, block.ff.layers[2]):
+                nn.init.normal_(layer.weight, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
         if cfg.tie_weights:
             # One Parameter in two places: the gradients of both uses add up in the same tensor.
             self.out_head.weight = self.embedding.token_embedding.weight
@@ -158,8 +165,8 @@ class GPTModel(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, token_ids: torch.Tensor, kv_cache: list[KVCache] | None = None) -> torch.Tensor:
-        """`kv_cache`, one KVCache per block, holds the earlier tokens of the sequence: token_ids are the
-        tokens that follow them, at the positions after them."""
+        """`kv_cache`, one KVCache per block (chapter 5), holds the earlier tokens of the sequence: token_ids
+        are the tokens that follow them, at the positions after them."""
         start = 0 if kv_cache is None else kv_cache[0].length
         x = self.drop_emb(self.embedding(token_ids, start))  # (batch, seq, emb_dim)
         checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled() and kv_cache is None
@@ -174,8 +181,10 @@ class GPTModel(nn.Module):
         return self.out_head(self.final_norm(x))  # (batch, seq, vocab_size)
 
 
-# Bytes per number in each storage format.
-BYTES_PER_PARAMETER = {"fp32": 4, "bf16": 2}
+# Bytes per parameter for (weights, gradients, AdamW's two moment estimates) in each way of training.
+# bf16 autocast computes in bf16 but keeps all three in fp32, so it needs the same memory for them as fp32
+# (it saves activation memory and time); only training purely in bf16 halves them.
+TRAINING_BYTES = {"fp32": (4, 4, 8), "bf16 autocast": (4, 4, 8), "pure bf16": (2, 2, 4)}
 
 
 @dataclass
@@ -183,8 +192,8 @@ class ModelSummary:
     """A model's size: parameter counts by part, training memory by format and a printable table.
 
     `parts` maps each part to its parameters (the output head counts 0 when it shares the token
-    embedding), so its values sum to `total`. `memory[fmt]` gives bytes for the weights, the gradients,
-    AdamW's two moment estimates and their total, with every tensor stored in that format.
+    embedding), so its values sum to `total`. `memory[way]` gives bytes for the weights, the gradients,
+    AdamW's two moment estimates and their total, for each way of training in TRAINING_BYTES.
     """
 
     cfg: GPTConfig
@@ -205,9 +214,10 @@ class ModelSummary:
             lines.append(f"{part:<42}{count:>14,}{count / self.total:>8.1%}")
         lines.append(f"{'total':<42}{self.total:>14,}")
         lines += ["", f"{'training memory (MB)':<26}" + "".join(f"{key:>14}" for key in self.memory["fp32"])]
-        for fmt, sizes in self.memory.items():
-            lines.append(f"{fmt:<26}" + "".join(f"{size / 1e6:>14,.1f}" for size in sizes.values()))
-        lines.append("(activations come on top and grow with batch size and sequence length)")
+        for way, sizes in self.memory.items():
+            lines.append(f"{way:<26}" + "".join(f"{size / 1e6:>14,.1f}" for size in sizes.values()))
+        lines.append("(bf16 autocast keeps these in fp32 and saves on the activations, which come on top and")
+        lines.append(" grow with batch size and sequence length)")
         return "\n".join(lines)
 
 
@@ -236,7 +246,7 @@ def model_summary(model: GPTModel) -> ModelSummary:
     }
     total = count(model)  # parameters() lists a shared tensor once
     memory = {}
-    for fmt, nbytes in BYTES_PER_PARAMETER.items():
-        sizes = {"weights": total * nbytes, "gradients": total * nbytes, "AdamW state": 2 * total * nbytes}
-        memory[fmt] = {**sizes, "total": sum(sizes.values())}
+    for way, (weight_bytes, gradient_bytes, state_bytes) in TRAINING_BYTES.items():
+        sizes = {"weights": total * weight_bytes, "gradients": total * gradient_bytes, "AdamW state": total * state_bytes}
+        memory[way] = {**sizes, "total": sum(sizes.values())}
     return ModelSummary(cfg=model.cfg, parts=parts, total=total, memory=memory)

@@ -2,14 +2,20 @@
 
 Inputs are (batch, seq, d_in); `return_weights=True` also returns the (batch, num_heads, seq, seq)
 attention weights for plotting, otherwise the fused `scaled_dot_product_attention` kernel is used.
+`MultiHeadCausalAttention` also takes a key/value cache, which chapter 5 adds for fast generation.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .attention import CausalAttention, causal_attention, causal_mask, check_attention_input
+
+if TYPE_CHECKING:
+    from .kv_cache import KVCache
 
 __all__ = ["MultiHeadAttentionWrapper", "MultiHeadCausalAttention"]
 
@@ -80,13 +86,21 @@ class MultiHeadCausalAttention(nn.Module):
         return self.split_heads(queries), self.split_heads(keys), self.split_heads(values)
 
     def forward(
-        self, x: torch.Tensor, return_weights: bool = False
+        self, x: torch.Tensor, kv_cache: KVCache | None = None, return_weights: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """(batch, seq, d_in) -> output (batch, seq, d_out) [, weights (batch, num_heads, seq, seq)]."""
+        """(batch, seq, d_in) -> output (batch, seq, d_out) [, weights (batch, num_heads, seq, all_seq)].
+
+        With a `kv_cache` (chapter 5), x holds only the tokens that follow the cached ones: their keys and
+        values join the cache, and their queries attend to every position so far (all_seq of them).
+        """
         check_attention_input(x, self.d_in, self.context_length)
         batch, seq, _ = x.shape
+        start = 0 if kv_cache is None else kv_cache.length  # the position of x's first token
         queries, keys, values = self.qkv_heads(x)
-        result = causal_attention(queries, keys, values, self.mask[:seq, :seq], self.dropout, return_weights)
+        if kv_cache is not None:
+            keys, values = kv_cache.append(keys, values)  # (batch, num_heads, start + seq, head_dim)
+        mask = self.mask[start : start + seq, : start + seq]  # the rows of x's positions
+        result = causal_attention(queries, keys, values, mask, self.dropout, return_weights)
         context, weights = result if return_weights else (result, None)
         # (batch, num_heads, seq, head_dim) -> (batch, seq, d_out): put the heads side by side again
         output = self.out_proj(context.transpose(1, 2).reshape(batch, seq, -1))

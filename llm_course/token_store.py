@@ -1,11 +1,12 @@
-"""Chapter 4: larger corpora as a token file on disk, tokenized once and read back window by window.
+"""Chapter 5: larger corpora as a token file on disk, tokenized once and read back window by window.
 
-`GPTDatasetV1` keeps every token id of its text in memory, which is fine for a few thousand tokens. The
+A list of token ids in memory is fine for a few thousand tokens. The
 full corpus has about 2.4 million, and a Python list of them takes around 100 MB (a tensor of int64, 20 MB).
 Here the text is tokenized once, a chunk at a time, into a file of 2-byte token ids (GPT-2's ids are all
 below 65,536, so uint16 is enough). The file is memory-mapped: a window reads only its own few bytes, and
 the operating system keeps the pages that are in use in its cache. The file is reused by later runs, and
-rebuilt when its text or tokenizer changed.
+rebuilt when its text or tokenizer changed. `TokenFile.tokens()` is a NumPy array that `GPTDataset` (and so
+`create_train_val_loaders`) takes like any other sequence of ids.
 
 File layout: a HEADER_BYTES-long header (a magic line, then JSON with the tokenizer's name, the number of
 tokens and the SHA-256 of the source text, padded with spaces), then the ids as little-endian uint16.
@@ -23,8 +24,6 @@ from typing import Iterator
 
 import numpy as np
 import tiktoken
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from .data import CORPUS_SIZES, DEFAULT_CACHE_DIR, load_corpus
 from .gpt2_bpe import gpt2_tokenizer
@@ -33,16 +32,14 @@ from .tokenizers import encode_text
 __all__ = [
     "TokenFile",
     "TokenFileError",
-    "TokenWindowDataset",
     "cached_token_file",
     "corpus_token_file",
-    "create_token_loaders",
     "read_token_file",
     "text_sha256",
     "write_token_file",
 ]
 
-CHAPTER = 4
+CHAPTER = 5
 
 MAGIC = b"llm-course token file\n"
 HEADER_BYTES = 1024  # the ids start here; even, so every id is 2-byte aligned
@@ -239,98 +236,3 @@ def corpus_token_file(size: str = "full", cache_dir: str | os.PathLike | None = 
     if size not in CORPUS_SIZES:
         raise ValueError(f"unknown corpus size {size!r}; choose one of {', '.join(CORPUS_SIZES)}")
     return cached_token_file(load_corpus(size), f"sotu-{size}", cache_dir=cache_dir)
-
-
-class TokenWindowDataset(Dataset):
-    """Sliding windows over token ids stored in a token file (or any 1-D array of ids), read on demand.
-
-    The windows are GPTDatasetV1's: item i is `(input_ids, target_ids)`, two LongTensors of shape
-    (max_length,), where the window starts at token `start + i * stride` and the targets are the inputs
-    shifted one token to the right; only tokens in [start, stop) are used (stop=None: to the end).
-    """
-
-    def __init__(
-        self,
-        tokens: TokenFile | np.ndarray | torch.Tensor,
-        max_length: int,
-        stride: int,
-        start: int = 0,
-        stop: int | None = None,
-    ):
-        if max_length < 1 or stride < 1:
-            raise ValueError(f"max_length and stride must be at least 1 (got max_length={max_length}, stride={stride})")
-        total = len(tokens) if isinstance(tokens, (np.ndarray, torch.Tensor)) else tokens.num_tokens
-        stop = total if stop is None else stop
-        if not 0 <= start <= stop <= total:
-            raise ValueError(f"need 0 <= start <= stop <= {total:,} tokens, got start={start}, stop={stop}")
-        if stop - start < max_length + 1:
-            raise ValueError(
-                f"the text has {stop - start} tokens, but one window needs max_length + 1 = {max_length + 1}: "
-                "use a longer text or a smaller max_length"
-            )
-        self.source = tokens
-        self.start, self.stop = start, stop
-        self.max_length = max_length
-        self.stride = stride
-        self._ids = None  # the memory map, opened on first use in each process
-
-    def __getstate__(self) -> dict:
-        # DataLoader workers receive a pickled copy: send the file's description, not its contents.
-        state = dict(self.__dict__)
-        state["_ids"] = None
-        return state
-
-    def __len__(self) -> int:
-        # Windows start at 0, stride, 2*stride, ... while start + max_length + 1 <= number of tokens.
-        return (self.stop - self.start - self.max_length - 1) // self.stride + 1
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"window {index} does not exist; the dataset has {len(self)} windows")
-        if self._ids is None:
-            in_memory = isinstance(self.source, (np.ndarray, torch.Tensor))
-            self._ids = self.source if in_memory else self.source.tokens()
-        first = self.start + (index % len(self)) * self.stride
-        window = torch.as_tensor(np.asarray(self._ids[first : first + self.max_length + 1], dtype=np.int64))
-        return window[:-1], window[1:]
-
-
-def create_token_loaders(
-    token_file: TokenFile | np.ndarray | torch.Tensor,
-    *,
-    batch_size: int,
-    max_length: int,
-    stride: int,
-    train_ratio: float,
-    num_workers: int = 0,
-) -> tuple[DataLoader, DataLoader]:
-    """(train_loader, val_loader) of (batch, max_length) windows streamed from a token file.
-
-    Like `create_train_val_loaders`, but the split is by tokens: the first train_ratio of the ids train,
-    the rest validate. Training batches are shuffled by torch's global generator and a last incomplete
-    batch is dropped; validation batches keep their order and the last one is kept.
-    """
-    if isinstance(train_ratio, bool) or not isinstance(train_ratio, (int, float)) or not 0 < train_ratio < 1:
-        raise ValueError(f"train_ratio must be a number strictly between 0 and 1, got {train_ratio!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
-    total = len(token_file) if isinstance(token_file, (np.ndarray, torch.Tensor)) else token_file.num_tokens
-    split = int(train_ratio * total)
-    loaders = []
-    for name, start, stop, training in (("training", 0, split, True), ("validation", split, total, False)):
-        try:
-            dataset = TokenWindowDataset(token_file, max_length, stride, start, stop)
-            if training and len(dataset) < batch_size:
-                raise ValueError(
-                    f"it gives only {len(dataset)} windows, fewer than batch_size={batch_size}: use a smaller "
-                    "batch_size, a smaller stride or more text"
-                )
-        except ValueError as err:
-            raise ValueError(
-                f"the {name} split ({stop - start:,} of {total:,} tokens, train_ratio={train_ratio}) is too "
-                f"short: {err}"
-            ) from err
-        loaders.append(
-            DataLoader(dataset, batch_size=batch_size, shuffle=training, drop_last=training, num_workers=num_workers)
-        )
-    return loaders[0], loaders[1]

@@ -7,12 +7,12 @@ import os
 import signal
 import sys
 
-from llm_course import cli
+from llm_course import cli, pipeline
 
 
 def main() -> int:
     stop_at, argv = int(sys.argv[1]), sys.argv[2:]
-    real_train_model = cli.train_model
+    real_train_model = pipeline.train_model
 
     def train_model(*args, callbacks=(), **kwargs):
         def press_ctrl_c(event):
@@ -21,7 +21,7 @@ def main() -> int:
 
         return real_train_model(*args, callbacks=[press_ctrl_c, *callbacks], **kwargs)
 
-    cli.train_model = train_model
+    pipeline.train_model = train_model
     return cli.main(argv)
 
 

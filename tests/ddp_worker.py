@@ -17,9 +17,8 @@ import torch
 
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-from llm_course import GPTConfig, GPTModel, train_model
+from llm_course import GPTConfig, GPTModel, TrainingConfig, create_train_val_loaders, train_model
 from llm_course.distributed import close_distributed, init_distributed, is_distributed_launch, shard_loaders, wrap_model
-from llm_course.token_store import create_token_loaders
 
 VOCAB, CONTEXT = 50, 8
 
@@ -29,9 +28,7 @@ def train(out_path: str, batch_size: int, accumulate_steps: int = 1) -> None:
     rank, world_size = (context.rank, context.world_size) if context else (0, 1)
     try:
         tokens = np.random.default_rng(0).integers(0, VOCAB, size=1200)  # 119 training, 29 validation windows
-        train_loader, val_loader = create_token_loaders(
-            tokens, batch_size=batch_size, max_length=CONTEXT, stride=CONTEXT, train_ratio=0.8
-        )
+        train_loader, val_loader = create_train_val_loaders(tokens, batch_size=batch_size, max_length=CONTEXT, train_ratio=0.8)
         train_loader, val_loader = shard_loaders(train_loader, val_loader, rank=rank, world_size=world_size, seed=7)
         torch.manual_seed(0)  # the same initial weights in every process (DDP would copy rank 0's anyway)
         cfg = GPTConfig(vocab_size=VOCAB, context_length=CONTEXT, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
@@ -52,20 +49,9 @@ def train(out_path: str, batch_size: int, accumulate_steps: int = 1) -> None:
             if event["event"] == "step":
                 step_losses.append(event["loss"])
 
-        history = train_model(
-            model,
-            train_loader,
-            val_loader,
-            optimizer,
-            "cpu",
-            num_epochs=2,
-            eval_freq=5,
-            eval_iter=2,
-            callbacks=[record],
-            accumulate_steps=accumulate_steps,
-            progress=False,
-            distributed=context,
-        )
+        config = TrainingConfig(num_epochs=2, eval_freq=5, eval_iter=2, accumulate_steps=accumulate_steps, lr=1e-2)
+        history = train_model(model, train_loader, val_loader, optimizer, config, callbacks=[record], progress=False,
+                              distributed=context)  # fmt: skip
         if rank == 0:
             result = {
                 "world_size": world_size,

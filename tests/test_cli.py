@@ -17,7 +17,8 @@ from llm_course import (
 )
 from llm_course.cli import MODEL_SIZES, main
 
-TINY_RUN = "train --corpus tiny --model-size tiny --epochs 1 --eval-freq 4 --eval-iter 2 --max-new-tokens 8".split()
+TINY_RUN = "train --corpus tiny --model-size tiny --epochs 1 --eval-freq 4 --eval-iter 2 --max-new-tokens 8"
+TINY_RUN = (TINY_RUN + " --context-length 16").split()
 
 
 def test_train_writes_checkpoint_plot_and_sample_to_models_and_prints_the_sample(tmp_path, monkeypatch, capsys):
@@ -34,12 +35,14 @@ def test_train_writes_checkpoint_plot_and_sample_to_models_and_prints_the_sample
 
     model, checkpoint = load_checkpoint(models / "gpt-course.pt")
     assert model.cfg == MODEL_SIZES["tiny"][1]()
-    history = checkpoint["history"]
-    train_loader, _ = create_train_val_loaders(load_corpus("tiny"), gpt2_tokenizer())  # the course's batches
+    history = checkpoint["training"]["history"]
+    ids = gpt2_tokenizer().encode(load_corpus("tiny"))
+    train_loader, _ = create_train_val_loaders(ids, batch_size=8, max_length=16)  # the course's batches
     steps = len(train_loader)
     expected_steps = list(range(0, steps + 1, 4)) + ([steps] if steps % 4 else [])  # every 4 steps and at the end
     assert history["global_step"] == steps and history["steps"] == expected_steps
-    assert checkpoint["training_args"]["corpus"] == "tiny" and checkpoint["tokenizer"] == "gpt2"
+    assert checkpoint["training"]["run"]["corpus"] == "tiny" and checkpoint["tokenizer"] == "gpt2"
+    assert checkpoint["training"]["config"]["max_length"] == 16
     assert checkpoint["optimizer_state"]["param_groups"][0]["lr"] == 5e-4
 
     # generate: greedy by default, so its output is the library's greedy continuation.
@@ -71,8 +74,8 @@ def test_train_on_a_text_file_into_a_chosen_checkpoint_path(tmp_path, capsys):
     _, checkpoint = load_checkpoint(target)
     text = text_file.read_text(encoding="utf-8")
     n_tokens = len(gpt2_tokenizer().encode(text[: int(0.9 * len(text))]))
-    windows = (n_tokens - 17) // 8 + 1  # windows of 16 (+1 target) tokens at stride 8, half the context length
-    assert checkpoint["history"]["global_step"] == windows // 4
+    windows = (n_tokens - 17) // 16 + 1  # windows of 16 (+1 target) tokens, side by side
+    assert checkpoint["training"]["history"]["global_step"] == windows // 4
     out, err = capsys.readouterr()
     assert "step " not in out and "training:" not in err  # --quiet: no evaluation lines, no progress bar
 

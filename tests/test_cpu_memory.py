@@ -60,3 +60,32 @@ def test_a_linux_without_glibc_is_left_alone(monkeypatch):
     monkeypatch.setattr(cpu_memory.sys, "platform", "linux")
     monkeypatch.setattr(cpu_memory.ctypes, "CDLL", no_glibc)
     assert reuse_freed_memory() is False
+
+
+class FakeLibc:
+    """A glibc whose mallopt accepts the first `accepted` settings and records every call."""
+
+    def __init__(self, accepted):
+        self.accepted, self.calls = accepted, []
+
+        def mallopt(parameter, value):
+            self.calls.append((parameter, value))
+            return 1 if len(self.calls) <= self.accepted else 0
+
+        self.mallopt = mallopt
+
+
+@pytest.mark.parametrize("accepted", [0, 1, 2])
+def test_the_setting_is_all_or_nothing(monkeypatch, accepted):
+    libc = FakeLibc(accepted)
+    monkeypatch.setattr(cpu_memory.sys, "platform", "linux")
+    monkeypatch.setattr(cpu_memory.ctypes, "CDLL", lambda name: libc)
+    assert reuse_freed_memory() is (accepted == 2)
+    mmap, trim = cpu_memory._M_MMAP_THRESHOLD, cpu_memory._M_TRIM_THRESHOLD
+    limit, default = cpu_memory._REUSE_LIMIT, cpu_memory._DEFAULT_MMAP_THRESHOLD
+    expected = {
+        0: [(mmap, limit)],  # refused at once: nothing else is tried
+        1: [(mmap, limit), (trim, limit), (mmap, default)],  # the second refused: the first is undone
+        2: [(mmap, limit), (trim, limit)],
+    }[accepted]
+    assert libc.calls == expected

@@ -1,4 +1,4 @@
-"""Chapter 4 data-parallel training: shards that add up to the single-process batches, clear errors, and two
+"""Chapter 5 data-parallel training: shards that add up to the single-process batches, clear errors, and two
 CPU processes under torchrun that follow the losses of one process with the same global batch."""
 
 import importlib.util
@@ -14,9 +14,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from llm_course import GPTConfig, GPTModel, load_checkpoint, train_model
+from llm_course import GPTConfig, GPTModel, TrainingConfig, create_train_val_loaders, load_checkpoint, train_model
 from llm_course.distributed import init_distributed, is_distributed_launch, shard_loaders
-from llm_course.token_store import create_token_loaders
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 needs_gloo = pytest.mark.skipif(
@@ -27,7 +26,7 @@ needs_gloo = pytest.mark.skipif(
 
 def loaders(batch_size, n_tokens=1200):
     tokens = np.arange(n_tokens)  # ids equal positions, so each window is known by its first id
-    return create_token_loaders(tokens, batch_size=batch_size, max_length=8, stride=8, train_ratio=0.8)
+    return create_train_val_loaders(tokens, batch_size=batch_size, max_length=8, stride=8, train_ratio=0.8)
 
 
 def first_ids(batch):
@@ -70,7 +69,8 @@ def test_train_model_reshuffles_each_epoch_through_the_sampler():
     optimizer = torch.optim.AdamW(model.parameters())
     epochs = []
     record = lambda event: epochs.append(train_loader.sampler.epoch) if event["event"] == "step" else None  # noqa: E731
-    train_model(model, train_loader, val_loader, optimizer, "cpu", 3, 100, 1, callbacks=[record], progress=False)
+    config = TrainingConfig(num_epochs=3, eval_freq=100, eval_iter=1)
+    train_model(model, train_loader, val_loader, optimizer, config, callbacks=[record], progress=False)
     steps = len(train_loader)
     assert epochs == [0] * steps + [1] * steps + [2] * steps
 
@@ -133,21 +133,22 @@ def test_accumulation_under_ddp_exchanges_gradients_once_per_step(tmp_path):
 def test_the_train_command_under_torchrun_writes_once_from_rank_0(tmp_path):
     (tmp_path / "text.txt").write_text("The people of the states met in the hall. " * 120, encoding="utf-8")
     args = "-m llm_course train --text text.txt --model-size tiny --epochs 1 --batch-size 4 --eval-freq 5 --eval-iter 1"
+    args += " --context-length 16"
     args += " --prompt The --max-new-tokens 4 --device cpu --quiet --output out/run.pt"
     result = torchrun(args.split(), tmp_path)
     assert result.stdout.count("Training the tiny model") == 1 and result.stdout.count("Trained for") == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run-loss.png", "run-sample.txt", "run.pt"]
     _, checkpoint = load_checkpoint(tmp_path / "out" / "run.pt")
-    history = checkpoint["history"]
-    # Each step: 2 processes x 4 windows x 32 tokens.
-    assert history["global_step"] > 0 and history["total_tokens"] == history["global_step"] * 2 * 4 * 32
+    history = checkpoint["training"]["history"]
+    # Each step: 2 processes x 4 windows x 16 tokens.
+    assert history["global_step"] > 0 and history["total_tokens"] == history["global_step"] * 2 * 4 * 16
 
 
 @needs_gloo
 def test_ctrl_c_in_one_process_stops_all_and_the_run_resumes_exactly(tmp_path):
     # Dropout is on (the tiny model's 0.1), so each process's own random stream must be resumed too.
     (tmp_path / "text.txt").write_text("The people of the states met in the hall. " * 120, encoding="utf-8")
-    run = "train --text text.txt --model-size tiny --epochs 2 --batch-size 4 --eval-freq 5 --eval-iter 1"
+    run = "train --text text.txt --model-size tiny --epochs 2 --batch-size 4 --eval-freq 5 --eval-iter 1 --context-length 16"
     run += " --prompt The --max-new-tokens 4 --device cpu --quiet"
     script = str(Path(__file__).with_name("ddp_ctrl_c.py"))
     torchrun([script, "0", *run.split(), "--output", "full/run.pt"], tmp_path)
@@ -158,10 +159,11 @@ def test_ctrl_c_in_one_process_stops_all_and_the_run_resumes_exactly(tmp_path):
     assert cut.stderr.count("stopping after this step") <= 1  # only rank 0 speaks (here rank 1 got the signal)
     assert not (tmp_path / "cut" / "run.pt").exists()
     _, interrupted = load_checkpoint(tmp_path / "cut" / "run-interrupted.pt")
-    assert interrupted["history"]["global_step"] == 3 and len(interrupted["rank_rng_states"]) == 2
+    training = interrupted["training"]
+    assert training["history"]["global_step"] == 3 and len(training["rank_rng_states"]) == 2
     torchrun([script, "0", "train", "--resume", "cut/run-interrupted.pt", "--quiet"], tmp_path)
     _, full = load_checkpoint(tmp_path / "full" / "run.pt")
     _, resumed = load_checkpoint(tmp_path / "cut" / "run.pt")
-    assert resumed["history"]["global_step"] == full["history"]["global_step"] > 3
-    assert resumed["history"]["train_losses"] == full["history"]["train_losses"]
+    assert resumed["training"]["history"]["global_step"] == full["training"]["history"]["global_step"] > 3
+    assert resumed["training"]["history"]["train_losses"] == full["training"]["history"]["train_losses"]
     assert all(torch.equal(a, b) for a, b in zip(resumed["model_state"].values(), full["model_state"].values()))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llm_course import GPTEmbedding, check_token_ids, create_dataloader, load_corpus
+from llm_course import GPTEmbedding, check_token_ids, create_dataloader, gpt2_tokenizer, load_corpus
 
 VOCAB, EMB, CONTEXT = 50, 8, 6
 
@@ -16,7 +16,7 @@ def embedding():
 
 def test_shape_on_a_real_batch():
     torch.manual_seed(123)
-    loader = create_dataloader(load_corpus("tiny"), batch_size=8, max_length=4, stride=4)
+    loader = create_dataloader(gpt2_tokenizer().encode(load_corpus("tiny")), batch_size=8, max_length=4, stride=4)
     inputs, _ = next(iter(loader))
     assert inputs.shape == (8, 4)
     layer = GPTEmbedding(50257, 256, context_length=4)

@@ -1,9 +1,12 @@
-"""Chapter 4: generation with a key/value cache gives exactly what re-reading the whole window gives."""
+"""Chapter 5: generation with a key/value cache gives exactly what re-reading the whole window gives; the cache
+lives inside the attention module's own forward."""
+
+import copy
 
 import pytest
 import torch
 
-from llm_course import GPTConfig, GPTModel, KVCache, decoding_layout, generate
+from llm_course import GPTConfig, GPTModel, KVCache, MultiHeadCausalAttention, generate, generate_stream
 
 VOCAB = 89
 CONTEXT = 12
@@ -150,33 +153,39 @@ def test_training_mode_and_gradients_are_untouched(model):
     assert all(p.grad is None for p in model.parameters())
 
 
-def widening_weights(model: GPTModel) -> list[torch.Tensor]:
-    return [layer.weight for block in model.blocks for layer in (block.att.W_qkv, block.ff.layers[0])]
+def test_the_attention_module_with_a_cache_gives_the_rows_of_the_whole_sequence():
+    torch.manual_seed(0)
+    att = MultiHeadCausalAttention(8, 8, context_length=10, dropout=0.0, num_heads=2).eval()
+    x = torch.randn(2, 7, 8)
+    with torch.no_grad():
+        full, full_weights = att(x, return_weights=True)
+        cache = KVCache(10)
+        first = att(x[:, :5], kv_cache=cache)
+        rest, weights = att(x[:, 5:], kv_cache=cache, return_weights=True)
+    torch.testing.assert_close(torch.cat([first, rest], dim=1), full)
+    assert weights.shape == (2, 2, 2, 7)  # the 2 new queries over all 7 keys
+    torch.testing.assert_close(weights, full_weights[:, :, 5:])
+    assert cache.length == 7 and cache.keys.shape == (2, 2, 10, 4)
 
 
-def test_cached_generation_reads_the_widening_weights_column_by_column(model):
-    layouts = []
-    record = lambda module, args: layouts.append(module.weight.t().is_contiguous())  # noqa: E731
-    hooks = [block.ff.layers[0].register_forward_pre_hook(record) for block in model.blocks]
-    try:
-        generate(model, prompt(1, 3), 4)
-        assert layouts and all(layouts)  # column by column at every step
-        layouts.clear()
-        generate(model, prompt(1, 3), 4, use_cache=False)
-        assert layouts and not any(layouts)  # the uncached path leaves the weights as they are
-    finally:
-        for hook in hooks:
-            hook.remove()
+def test_generation_streams_one_token_per_step(model):
+    idx = prompt(2, 3)
+    steps = list(generate_stream(model, idx, 5))
+    assert len(steps) == 5 and all(step.shape == (2, 1) for step in steps)
+    assert torch.equal(torch.cat([idx, *steps], dim=1), generate(model, idx, 5))
+    assert not steps[0].is_inference()  # usable anywhere, e.g. with autograd later
+    stream = generate_stream(model.train(), idx, 5)
+    next(stream)
+    assert not model.training  # generation runs in eval mode...
+    stream.close()  # ...and a stream abandoned half-way gives the model its mode back
+    assert model.training
+    model.eval()
 
 
-def test_decoding_layout_gives_back_the_very_same_tensors(model):
-    before = [(weight.data_ptr(), weight.stride(), weight.detach().clone()) for weight in widening_weights(model)]
-    with decoding_layout(model):
-        assert all(weight.t().is_contiguous() for weight in widening_weights(model))
-        for weight, (_, _, values) in zip(widening_weights(model), before):
-            assert torch.equal(weight, values)  # same values, other order in memory
-    with pytest.raises(KeyboardInterrupt):
-        with decoding_layout(model):
-            raise KeyboardInterrupt  # e.g. Ctrl-C during generation
-    after = [(weight.data_ptr(), weight.stride()) for weight in widening_weights(model)]
-    assert after == [(pointer, stride) for pointer, stride, _ in before]
+def test_a_bf16_model_generates_with_the_cache(model):
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    idx = prompt(2, 3)
+    cached = generate(bf16, idx, 10)
+    assert torch.equal(cached, generate(bf16, idx, 10, use_cache=False))
+    sampled = generate(bf16, idx, 10, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(0))
+    assert sampled.shape == (2, 13) and sampled.dtype == torch.long

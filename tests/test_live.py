@@ -9,8 +9,10 @@ import torch
 
 from llm_course import (
     GPTModel,
+    lr_at_step,
     LiveTrainingView,
-    ProgressLog,
+    ProgressBar,
+    TrainingConfig,
     TrainingHistory,
     create_train_val_loaders,
     interactive_frontend,
@@ -23,25 +25,21 @@ from tiny_setup import TINY_TEXT as TEXT
 from tiny_setup import TOKENIZER
 
 
-def train(callbacks=(), num_epochs=2, eval_freq=3, scheduler_gamma=None, **kwargs):
+def train(callbacks=(), num_epochs=2, eval_freq=3, **changes):
     set_seed(0)
     model = GPTModel(CFG)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scheduler = None
-    if scheduler_gamma is not None:
-        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=scheduler_gamma)
-        kwargs["scheduler"] = scheduler
-    train_loader, val_loader = create_train_val_loaders(TEXT, TOKENIZER, batch_size=4, max_length=8, stride=8)
-    history = train_model(
-        model, train_loader, val_loader, optimizer, "cpu", num_epochs, eval_freq, 2, "The", TOKENIZER,
-        sample_tokens=3, callbacks=callbacks, progress=False, **kwargs,
-    )
+    train_loader, val_loader = create_train_val_loaders(TOKENIZER.encode(TEXT), batch_size=4, max_length=8)
+    config = TrainingConfig(num_epochs=num_epochs, eval_freq=eval_freq, eval_iter=2, start_context="The",
+                            sample_tokens=3, lr=1e-3, **changes)  # fmt: skip
+    history = train_model(model, train_loader, val_loader, optimizer, config, tokenizer=TOKENIZER,
+                          callbacks=callbacks, progress=False)  # fmt: skip
     return history, len(train_loader)
 
 
 def test_events_come_at_the_right_steps_with_the_history_values():
     events = []
-    history, steps_per_epoch = train([events.append], scheduler_gamma=0.9)
+    history, steps_per_epoch = train([events.append], warmup_steps=4, min_lr=1e-4)
     total = 2 * steps_per_epoch
     kinds = [event["event"] for event in events]
     assert kinds[0] == "eval" and kinds[-1] == "train_end" and kinds.count("train_end") == 1
@@ -58,15 +56,17 @@ def test_events_come_at_the_right_steps_with_the_history_values():
     assert [e["tokens_seen"] for e in eval_events] == history.tokens_seen
     assert [e["epoch"] for e in eval_events] == history.epochs
     assert all(e["total_steps"] == total for e in events)
-    # The learning rate is the one the next step uses: the schedule multiplies it by 0.9 after each step.
-    assert [e["lr"] for e in eval_events] == pytest.approx([1e-3 * 0.9**step for step in history.steps])
+    # The learning rate is the one the next step uses, on the warmup and cosine schedule.
+    expected = [lr_at_step(step, total, 1e-3, 4, 1e-4) for step in history.steps]
+    assert [e["lr"] for e in eval_events] == pytest.approx(expected, rel=1e-12)
     assert events[-1]["step"] == history.global_step == total
 
 
-def test_progress_log_writes_one_line_per_evaluation(capsys):
-    log = ProgressLog(bar=False, log_evals=True)
+def test_the_progress_bar_can_write_one_line_per_evaluation(capsys):
+    log = ProgressBar(log_evals=True)
     history, _ = train([log])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "training: 100%" in err  # tqdm's bar, on stderr
     lines = [line for line in out.splitlines() if line.startswith("step")]
     assert len(lines) == len(history.steps)
     for line, step, train_loss, val_loss in zip(lines, history.steps, history.train_losses, history.val_losses):

@@ -1,5 +1,6 @@
 """Chapter 4: the GPT model's building blocks, its shapes and sizes, weight tying, causality and learning."""
 
+import math
 import copy
 import io
 
@@ -54,9 +55,9 @@ def test_gpt2_small_preset_and_overrides():
     "field, value, message",
     [
         ("emb_dim", 30, "divisible by n_heads"),
-        ("n_layers", 0, "positive integer"),
-        ("vocab_size", -5, "positive integer"),
-        ("context_length", 2.5, "positive integer"),
+        ("n_layers", 0, "an integer >= 1"),
+        ("vocab_size", -5, "an integer >= 1"),
+        ("context_length", 2.5, "an integer >= 1"),
         ("drop_rate", 1.0, r"\[0, 1\)"),
         ("drop_rate", -0.1, r"\[0, 1\)"),
     ],
@@ -250,8 +251,9 @@ def test_summary_parts_sum_to_the_total(tie):
 def test_summary_memory_is_parameters_times_bytes():
     summary = model_summary(meta_model(GPTConfig()))
     total = 27_326_464
-    for fmt, nbytes in (("fp32", 4), ("bf16", 2)):
-        memory = summary.memory[fmt]
+    # bf16 autocast keeps weights, gradients and AdamW state in fp32; only pure bf16 halves them.
+    for way, nbytes in (("fp32", 4), ("bf16 autocast", 4), ("pure bf16", 2)):
+        memory = summary.memory[way]
         assert memory["weights"] == memory["gradients"] == total * nbytes
         assert memory["AdamW state"] == 2 * total * nbytes  # two moment estimates per parameter
         assert memory["total"] == 4 * total * nbytes
@@ -261,7 +263,7 @@ def test_summary_prints_a_table():
     summary = model_summary(tiny_model(tie_weights=True))
     text = str(summary)
     assert f"{summary.total:,}" in text
-    assert "weights tied" in text and "fp32" in text and "bf16" in text
+    assert "weights tied" in text and "fp32" in text and "bf16 autocast" in text and "pure bf16" in text
     for part in summary.parts:
         assert part in text
 
@@ -274,3 +276,15 @@ def test_summary_rejects_other_models():
 def test_deepcopy_keeps_tying():
     model = copy.deepcopy(tiny_model(tie_weights=True))
     assert model.out_head.weight is model.embedding.token_embedding.weight
+
+
+def test_residual_projections_start_smaller_as_in_gpt2():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=100, context_length=8, emb_dim=256, n_heads=4, n_layers=8)
+    model = GPTModel(cfg)
+    residual = 0.02 / math.sqrt(2 * cfg.n_layers)
+    for block in model.blocks:
+        for layer in (block.att.out_proj, block.ff.layers[2]):
+            assert layer.weight.std().item() == pytest.approx(residual, rel=0.05)
+        for layer in (block.att.W_qkv, block.ff.layers[0]):
+            assert layer.weight.std().item() == pytest.approx(0.02, rel=0.05)

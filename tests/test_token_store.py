@@ -1,17 +1,16 @@
-"""Chapter 4 token files: the same windows as GPTDatasetV1, a cache that is reused and rebuilt when stale,
-uint16 storage with its limits, atomic writes, and the `--corpus medium/full` path of the command line."""
-
-import pickle
+"""Chapter 5 token files: the same ids as tokenizing in memory, a cache that is reused and rebuilt when
+stale, uint16 storage with its limits, atomic writes, and the `--corpus medium/full` path of the command line."""
 
 import numpy as np
 import pytest
 import torch
 
 import llm_course.cli as cli
+import llm_course.pipeline as pipeline
 import llm_course.token_store as token_store
 from llm_course import (
     SPECIAL_TOKENS,
-    GPTDatasetV1,
+    GPTDataset,
     SimpleTokenizerV2,
     build_vocab,
     encode_text,
@@ -22,10 +21,8 @@ from llm_course import (
 from llm_course.token_store import (
     HEADER_BYTES,
     TokenFileError,
-    TokenWindowDataset,
     cached_token_file,
     corpus_token_file,
-    create_token_loaders,
     read_token_file,
     write_token_file,
 )
@@ -49,11 +46,11 @@ def test_chunked_tokenization_gives_the_ids_of_the_whole_text(tmp_path, tokenize
 
 
 @pytest.mark.parametrize("max_length, stride", [(32, 16), (8, 8), (5, 7), (64, 1)])
-def test_windows_equal_gptdatasetv1(tmp_path, tokenizer, max_length, stride):
+def test_windows_from_the_file_equal_those_of_the_ids_in_memory(tmp_path, tokenizer, max_length, stride):
     text = load_corpus("tiny")
     token_file = write_token_file(tmp_path / "tiny.tokens", text, tokenizer, chunk_chars=500)  # several chunks
-    reference = GPTDatasetV1(text, tokenizer, max_length, stride)
-    dataset = TokenWindowDataset(token_file, max_length, stride)
+    reference = GPTDataset(encode_text(tokenizer, text), max_length, stride)
+    dataset = GPTDataset(token_file.tokens(), max_length, stride)
     assert len(dataset) == len(reference)
     for index in [*range(len(reference)), -1, -len(reference)]:
         (inputs, targets), (ref_inputs, ref_targets) = dataset[index], reference[index]
@@ -154,49 +151,26 @@ def test_corpus_token_file(tmp_path, tokenizer):
         corpus_token_file("huge", cache_dir=tmp_path)
 
 
-def test_loaders_split_by_tokens():
-    tokens = np.arange(1000) % 50_000  # ids equal positions: windows are easy to check
-    train_loader, val_loader = create_token_loaders(tokens, batch_size=4, max_length=10, stride=5, train_ratio=0.9)
-    train_set, val_set = train_loader.dataset, val_loader.dataset
-    assert (train_set.start, train_set.stop, val_set.start, val_set.stop) == (0, 900, 900, 1000)
-    assert len(train_set) == (900 - 11) // 5 + 1 and len(val_set) == (100 - 11) // 5 + 1
-    assert val_set[0][0].tolist() == list(range(900, 910)) and val_set[-1][1].tolist()[-1] < 1000
-    assert len(train_loader) == len(train_set) // 4  # the last incomplete batch is dropped
-    inputs, targets = next(iter(val_loader))
-    assert inputs.shape == (4, 10) and torch.equal(inputs[:, 1:], targets[:, :-1])
-    with pytest.raises(ValueError, match="validation split \\(100 of 1,000 tokens.*one window needs"):
-        create_token_loaders(tokens, batch_size=4, max_length=200, stride=5, train_ratio=0.9)
-    with pytest.raises(ValueError, match="training split.*fewer than batch_size=500"):
-        create_token_loaders(tokens, batch_size=500, max_length=10, stride=5, train_ratio=0.9)
-
-
-def test_pickled_dataset_carries_the_file_name_not_the_tokens(tmp_path, tokenizer):
-    text = load_corpus("tiny")
-    dataset = TokenWindowDataset(write_token_file(tmp_path / "t.tokens", text, tokenizer), 16, 8)
-    dataset[0]  # opens the memory map
-    copy = pickle.loads(pickle.dumps(dataset))  # what a DataLoader worker receives
-    assert len(pickle.dumps(dataset)) < 1000 < 2 * dataset.source.num_tokens
-    assert all(torch.equal(a, b) for a, b in zip(copy[5], dataset[5]))
-
-
 def test_cli_streams_large_corpora_from_the_token_file(tmp_path, monkeypatch, capsys):
     # medium and full take minutes to train; the tiny corpus takes their path here.
-    monkeypatch.setattr(cli, "STREAMED_CORPORA", ("tiny",))
+    monkeypatch.setattr(pipeline, "STREAMED_CORPORA", ("tiny",))
     monkeypatch.setenv("LLM_COURSE_CACHE", str(tmp_path / "cache"))
-    windows = []
-    original_init = TokenWindowDataset.__init__
+    sources = []
+    original_init = GPTDataset.__init__
 
-    def spy(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        windows.append(len(self))
+    def spy(self, token_ids, *args, **kwargs):
+        original_init(self, token_ids, *args, **kwargs)
+        sources.append((type(token_ids), len(self)))
 
-    monkeypatch.setattr(TokenWindowDataset, "__init__", spy)
-    args = "train --corpus tiny --model-size tiny --epochs 1 --batch-size 4 --eval-iter 1 --prompt The --quiet".split()
-    assert cli.main([*args, "--output", str(tmp_path / "m.pt")]) == 0
+    monkeypatch.setattr(GPTDataset, "__init__", spy)
+    args = "train --corpus tiny --model-size tiny --epochs 1 --batch-size 4 --eval-iter 1 --context-length 32"
+    args = [*args.split(), "--prompt", "The", "--quiet", "--output", str(tmp_path / "m.pt")]
+    assert cli.main(args) == 0
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["sotu-tiny.gpt2.tokens"]
     n_tokens = len(encode_text(gpt2_tokenizer(), load_corpus("tiny")))
     split = int(0.9 * n_tokens)
-    assert windows == [(split - 33) // 16 + 1, (n_tokens - split - 33) // 16 + 1]  # training, validation
+    # Training and validation windows (32 tokens side by side), read from the memory-mapped file.
+    assert sources == [(np.memmap, (split - 33) // 32 + 1), (np.memmap, (n_tokens - split - 33) // 32 + 1)]
     _, checkpoint = load_checkpoint(tmp_path / "m.pt")
-    assert checkpoint["history"]["global_step"] == windows[0] // 4
+    assert checkpoint["training"]["history"]["global_step"] == sources[0][1] // 4
     assert "Trained for" in capsys.readouterr().out
