@@ -84,12 +84,13 @@ def test_each_chapter_presents_its_classes(notebook):
     for source in code_cells(notebook):
         if MARKER.match(source):
             presented |= set(top_level_definitions(source))
-    lessons = [module for module in llm_course.LESSONS if module.CHAPTER == chapter]
     classes = {
         name
-        for module in lessons
+        for module in llm_course.LESSONS
         for name in module.__all__
-        if inspect.isclass(getattr(module, name)) and not issubclass(getattr(module, name), Exception)
+        if llm_course.CHAPTER_OF[name] == chapter
+        and inspect.isclass(getattr(module, name))
+        and not issubclass(getattr(module, name), Exception)
     }
     assert classes <= presented, f"{notebook.name} does not present {sorted(classes - presented)}"
 
