@@ -10,6 +10,7 @@ from . import (
     cpu_memory,
     data,
     dataset,
+    diagrams,
     distributed,
     embeddings,
     explore,
@@ -47,6 +48,14 @@ from .checkpoints import (
 from .cpu_memory import reuse_freed_memory
 from .data import CORPUS_SIZES, load_corpus, load_text
 from .dataset import GPTDatasetV1, create_dataloader
+from .diagrams import (
+    attention_diagram,
+    gpt_diagram,
+    llama_block_diagram,
+    multihead_diagram,
+    text_pipeline_diagram,
+    transformer_block_diagram,
+)
 from .distributed import (
     DistributedContext,
     close_distributed,
@@ -126,15 +135,15 @@ from .utils import get_device, set_seed
 __version__ = "0.2.0"
 
 # In chapter order. The notebooks show the code of the LESSONS' classes; the TOOLS are the machinery
-# around them (live views, CPU memory reuse, large-data and multi-process training, GPT-2 weights) that
-# notebooks use without showing it line by line.
+# around them (diagrams, live views, CPU memory reuse, large-data and multi-process training, GPT-2
+# weights) that notebooks use without showing it line by line.
 LESSONS = (
     utils, gpt2_bpe, tokenizers, data, dataset, embeddings,  # chapter 1
     attention, plotting,  # chapter 2
     multihead_attention,  # chapter 3
     model, kv_cache, generation, training, checkpoints,  # chapter 4
 )
-TOOLS = (live, explore, cpu_memory, token_store, distributed, gpt2_compat)
+TOOLS = (diagrams, live, explore, cpu_memory, token_store, distributed, gpt2_compat)
 MODULES = LESSONS + TOOLS
 __all__ = [name for module in MODULES for name in module.__all__]
 CHAPTER_OF = {name: module.CHAPTER for module in MODULES for name in module.__all__}
