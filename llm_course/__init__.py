@@ -11,6 +11,7 @@ from . import (
     cpu_memory,
     data,
     dataset,
+    diagrams,
     distributed,
     embeddings,
     explore,
@@ -50,6 +51,14 @@ from .checkpoints import (
 from .cpu_memory import reuse_freed_memory
 from .data import CORPUS_SIZES, load_corpus, load_text
 from .dataset import GPTDataset, create_dataloader
+from .diagrams import (
+    attention_diagram,
+    gpt_diagram,
+    llama_block_diagram,
+    multihead_diagram,
+    text_pipeline_diagram,
+    transformer_block_diagram,
+)
 from .distributed import (
     DistributedContext,
     close_distributed,
@@ -132,8 +141,8 @@ from .utils import check_int, check_number, get_device, set_seed
 __version__ = "0.3.0"
 
 # In chapter order. The notebooks show the code of the LESSONS' classes; the TOOLS are the machinery
-# around them (progress bars and live views, the command-line pipeline, GPT-2's weights, CPU memory reuse,
-# large-data and multi-process training) that notebooks use without showing it line by line.
+# around them (diagrams, progress bars and live views, the command-line pipeline, GPT-2's weights, CPU
+# memory reuse, large-data and multi-process training) that notebooks use without showing it line by line.
 LESSONS = (
     utils, gpt2_bpe, tokenizers, data, dataset, embeddings,  # chapter 1
     attention, plotting,  # chapter 2
@@ -141,7 +150,7 @@ LESSONS = (
     model, generation, training, checkpoints,  # chapter 4
     kv_cache,  # chapter 5
 )  # fmt: skip
-TOOLS = (progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed)
+TOOLS = (diagrams, progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed)
 MODULES = LESSONS + TOOLS
 __all__ = [name for module in MODULES for name in module.__all__]
 CHAPTER_OF = {name: getattr(module, "CHAPTERS", {}).get(name, module.CHAPTER) for module in MODULES for name in module.__all__}
