@@ -6,6 +6,7 @@ public names in `__all__`. `CHAPTER_OF` maps every public name of the package to
 
 from . import (
     attention,
+    bpe,
     checkpoints,
     cpu_memory,
     data,
@@ -34,6 +35,17 @@ from .attention import (
     causal_attention,
     causal_mask,
     check_attention_input,
+)
+from .bpe import (
+    COURSE_TOKENIZER_FILE,
+    GPT2_PATTERN,
+    BPETokenizer,
+    MergeStep,
+    PairCounts,
+    TokenizerFileError,
+    course_tokenizer,
+    gpt2_byte_alphabet,
+    merge_pair,
 )
 from .checkpoints import (
     CHECKPOINT_FORMAT,
@@ -66,7 +78,7 @@ from .generation import (
     text_to_token_ids,
     token_ids_to_text,
 )
-from .gpt2_bpe import gpt2_tokenizer, install_gpt2_tables, tiktoken_cache_dir
+from .gpt2_bpe import gpt2_table_file, gpt2_tokenizer, install_gpt2_tables, tiktoken_cache_dir
 from .gpt2_compat import GPT2_MODELS, download_gpt2_weights, from_hf_gpt2, load_openai_gpt2, to_hf_gpt2
 from .kv_cache import KVCache
 from .model import (
@@ -129,7 +141,7 @@ __version__ = "0.2.0"
 # around them (live views, CPU memory reuse, large-data and multi-process training, GPT-2 weights) that
 # notebooks use without showing it line by line.
 LESSONS = (
-    utils, gpt2_bpe, tokenizers, data, dataset, embeddings,  # chapter 1
+    utils, gpt2_bpe, tokenizers, bpe, data, dataset, embeddings,  # chapter 1
     attention, plotting,  # chapter 2
     multihead_attention,  # chapter 3
     model, kv_cache, generation, training, checkpoints,  # chapter 4
