@@ -43,6 +43,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/grad_checkpointing.py
 	$(BIN)/python benchmarks/token_store.py
+	$(BIN)/python benchmarks/tokenizer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

