@@ -19,6 +19,7 @@ from . import (
     generation,
     gpt2_bpe,
     gpt2_compat,
+    instructions,
     kv_cache,
     live,
     model,
@@ -93,6 +94,35 @@ from .generation import (
 )
 from .gpt2_bpe import gpt2_table_file, gpt2_tokenizer, install_gpt2_tables, tiktoken_cache_dir
 from .gpt2_compat import GPT2_MODELS, download_gpt2_weights, from_hf_gpt2, load_openai_gpt2, to_hf_gpt2
+from .instructions import (
+    EOS_ID,
+    FREE_FORM,
+    IGNORE_INDEX,
+    INSTRUCTION_DATA,
+    InstructionDataset,
+    PreferenceDataset,
+    check_instruction_entries,
+    collate_instructions,
+    collate_preferences,
+    create_instruction_loader,
+    create_preference_loader,
+    dpo_batch_loss,
+    dpo_loss,
+    dpo_loss_fn,
+    evaluate_exact_match,
+    evaluate_preferences,
+    format_prompt,
+    frozen_copy,
+    generate_response,
+    generate_responses,
+    load_instruction_data,
+    make_preference_pairs,
+    normalize_answer,
+    preference_metrics,
+    score_responses,
+    sequence_logprobs,
+    split_instruction_data,
+)
 from .kv_cache import KVCache
 from .live import LiveTrainingView, interactive_frontend
 from .model import (
@@ -161,6 +191,7 @@ LESSONS = (
     multihead_attention,  # chapter 3
     model, generation, training, checkpoints,  # chapter 4
     kv_cache,  # chapter 5
+    instructions,  # chapter 7
 )  # fmt: skip
 TOOLS = (diagrams, progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed)
 MODULES = LESSONS + TOOLS

@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import tiktoken
-
 from .data import CORPUS_SIZES, DEFAULT_CACHE_DIR, load_corpus
 from .gpt2_bpe import gpt2_tokenizer
 from .tokenizers import encode_text
@@ -86,21 +84,20 @@ def _text_chunks(text: str, chunk_chars: int) -> Iterator[str]:
 def _tokenizer_name(tokenizer, tokenizer_name: str | None) -> str:
     if tokenizer_name is not None:
         return tokenizer_name
-    if isinstance(tokenizer, tiktoken.Encoding):
+    if isinstance(getattr(tokenizer, "name", None), str):  # tiktoken's Encoding and the course's BPETokenizer
         return tokenizer.name
-    raise ValueError("pass tokenizer_name: only a tiktoken Encoding knows its own name, and the file must record it")
+    raise ValueError("pass tokenizer_name: this tokenizer has no name of its own, and the file must record it")
 
 
 def _check_vocab_size(tokenizer) -> None:
-    if isinstance(tokenizer, tiktoken.Encoding):
-        size = tokenizer.n_vocab
-    else:
-        size = len(getattr(tokenizer, "str_to_int", ()))  # the course's tokenizers; others are checked id by id
+    size = getattr(tokenizer, "n_vocab", None)  # tiktoken's Encoding and BPETokenizer
+    if size is None:
+        size = len(getattr(tokenizer, "str_to_int", ()))  # the word tokenizers; others are checked id by id
     if size > MAX_TOKEN_IDS:
         raise ValueError(
             f"the tokenizer has {size:,} tokens, but a token file stores ids as uint16, which only holds ids "
-            f"below {MAX_TOKEN_IDS:,}: use a tokenizer with a smaller vocabulary, or GPTDatasetV1, which keeps "
-            "the ids in memory"
+            f"below {MAX_TOKEN_IDS:,}: use a tokenizer with a smaller vocabulary, or keep the ids in memory"
+            " (GPTDataset takes a list)"
         )
 
 
@@ -158,7 +155,7 @@ def write_token_file(
                 if ids.size and (ids.min() < 0 or ids.max() >= MAX_TOKEN_IDS):
                     raise ValueError(
                         f"the tokenizer produced the id {int(ids.max())}, outside the uint16 range 0 ... "
-                        f"{MAX_TOKEN_IDS - 1:,} of a token file: use GPTDatasetV1, which keeps the ids in memory"
+                        f"{MAX_TOKEN_IDS - 1:,} of a token file: keep the ids in memory (GPTDataset takes a list)"
                     )
                 f.write(ids.astype(TOKEN_DTYPE).tobytes())
                 num_tokens += ids.size

@@ -340,12 +340,10 @@ def test_bad_arguments_are_clear_errors(course):
 
 
 def test_course_tokenizer_is_interchangeable_with_tiktoken_in_the_course(course):
-    from llm_course import GPTDatasetV1, text_to_token_ids, token_ids_to_text
+    from llm_course import encode_text, text_to_token_ids, token_ids_to_text
 
     text = load_corpus("tiny")
-    dataset = GPTDatasetV1(text, course, max_length=16, stride=16)
-    inputs, targets = dataset[0]
-    assert inputs.tolist() == course.encode(text)[:16] and targets.tolist() == course.encode(text)[1:17]
+    assert encode_text(course, text + "<|endoftext|>")[-1] == course.eot_token
     ids = text_to_token_ids("Fellow-Citizens", course)
     assert ids.shape[0] == 1 and token_ids_to_text(ids[0], course) == "Fellow-Citizens"
     assert isinstance(course.to_tiktoken(), tiktoken.Encoding)
