@@ -36,6 +36,8 @@ class GPTConfig:
     drop_rate: float = 0.1  # dropout probability, used only in training mode
     qkv_bias: bool = False  # bias terms in the query, key and value projections
     tie_weights: bool = False  # reuse the token embedding as the output layer
+    # None = language model head over the vocabulary; k = a k-class classifier head (chapter 6).
+    num_classes: int | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -49,6 +51,15 @@ class GPTConfig:
             )
         if isinstance(self.drop_rate, bool) or not isinstance(self.drop_rate, (int, float)) or not 0 <= self.drop_rate < 1:
             raise ValueError(f"GPTConfig.drop_rate must be a number in [0, 1), got {self.drop_rate!r}")
+        if self.num_classes is not None:
+            if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+                raise ValueError(f"GPTConfig.num_classes must be None or a positive integer, got {self.num_classes!r}")
+            if self.tie_weights:
+                raise ValueError(
+                    f"GPTConfig.tie_weights=True cannot go with num_classes={self.num_classes}: a classifier head has "
+                    f"{self.num_classes} rows and the token embedding {self.vocab_size}, so they cannot share one "
+                    "tensor; use tie_weights=False"
+                )
 
     @classmethod
     def gpt2_small(cls, **overrides) -> "GPTConfig":
@@ -142,7 +153,7 @@ class GPTModel(nn.Module):
         self.drop_emb = nn.Dropout(cfg.drop_rate)
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.final_norm = LayerNorm(cfg.emb_dim)
-        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.num_classes or cfg.vocab_size, bias=False)
         self.apply(self._init_weights)
         if cfg.tie_weights:
             # One Parameter in two places: the gradients of both uses add up in the same tensor.
