@@ -7,6 +7,7 @@ public names in `__all__`. `CHAPTER_OF` maps every public name of the package to
 from . import (
     attention,
     checkpoints,
+    classification,
     cpu_memory,
     data,
     dataset,
@@ -18,6 +19,7 @@ from . import (
     gpt2_compat,
     kv_cache,
     live,
+    lora,
     model,
     multihead_attention,
     plotting,
@@ -44,6 +46,29 @@ from .checkpoints import (
     restore_rng_state,
     save_checkpoint,
 )
+from .classification import (
+    POOLINGS,
+    SOTU_LABELS,
+    TRAINABLE_LAYERS,
+    ClassificationBatch,
+    ClassificationData,
+    ClassificationDataset,
+    NaiveBayesBaseline,
+    TextSplit,
+    class_logits,
+    classification_accuracy,
+    classification_logits,
+    classification_loss,
+    classify_texts,
+    collate_classification,
+    count_trainable_parameters,
+    create_classification_loaders,
+    load_classification_csv,
+    majority_baseline,
+    make_classifier,
+    set_trainable_layers,
+    sotu_paragraphs,
+)
 from .cpu_memory import reuse_freed_memory
 from .data import CORPUS_SIZES, load_corpus, load_text
 from .dataset import GPTDatasetV1, create_dataloader
@@ -69,6 +94,7 @@ from .generation import (
 from .gpt2_bpe import gpt2_tokenizer, install_gpt2_tables, tiktoken_cache_dir
 from .gpt2_compat import GPT2_MODELS, download_gpt2_weights, from_hf_gpt2, load_openai_gpt2, to_hf_gpt2
 from .kv_cache import KVCache
+from .lora import LORA_TARGETS, LoRALinear, add_lora, merge_lora
 from .model import (
     GELU,
     FeedForward,
@@ -133,6 +159,7 @@ LESSONS = (
     attention, plotting,  # chapter 2
     multihead_attention,  # chapter 3
     model, kv_cache, generation, training, checkpoints,  # chapter 4
+    classification, lora,  # chapter 6
 )
 TOOLS = (live, explore, cpu_memory, token_store, distributed, gpt2_compat)
 MODULES = LESSONS + TOOLS
