@@ -101,9 +101,9 @@ class ClassificationData:
         return len(self.label_names)
 
     def __str__(self) -> str:
-        width = max(12, *(len(name) + 10 for name in self.label_names))
-        lines = [self.description, "", f"{'split':<7}{'texts':>7}" + "".join(f"{n:>{width}}" for n in self.label_names)]
-        lines[-1] += "  groups"
+        width = max(len(name) for name in self.label_names) + 10  # room for "1234 (50%)"
+        header = f"{'split':<7}{'texts':>7}" + "".join(f"{name:>{width}}" for name in self.label_names) + "  groups"
+        lines = [self.description, "", header]
         for name in SPLITS:
             split = getattr(self, name)
             counts = split.label_counts(self.num_classes)
@@ -116,7 +116,9 @@ class ClassificationData:
         return "\n".join(lines + self.notes)
 
 
-def _split_by_group(groups: list[str], labels: list[int], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
+def _split_by_group(
+    groups: list[str], labels: list[int], val_fraction: float, test_fraction: float, seed: int
+) -> list[str]:
     """The split ("train", "val" or "test") of each example, so that no group is in two splits.
 
     Within each class (a group counts for the class most of its examples have) the groups are shuffled,
@@ -264,7 +266,8 @@ def sotu_paragraphs(
     if label not in SOTU_LABELS:
         raise ValueError(f"label must be one of {', '.join(map(repr, SOTU_LABELS))}, got {label!r}")
     first_year = first_year if first_year is not None else {"party": 1913, "era": 1901}[label]
-    for name, value in (("first_year", first_year), ("era_boundary", era_boundary), ("min_words", min_words), ("max_words", max_words)):
+    integers = {"first_year": first_year, "era_boundary": era_boundary, "min_words": min_words, "max_words": max_words}
+    for name, value in integers.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if max_words < min_words:
@@ -309,7 +312,9 @@ def sotu_paragraphs(
         f"State of the Union paragraphs {years} by {label} ({min_words}-{max_words} words, at most "
         f"{max_per_president} per president), split by {split_by} (seed {seed})"
     )
-    data = _build_splits(texts, labels, sources, groups, label_names, description, val_fraction, test_fraction, balance, seed)
+    data = _build_splits(
+        texts, labels, sources, groups, label_names, description, val_fraction, test_fraction, balance, seed
+    )
     if verbose:
         print(data)
     return data
@@ -370,10 +375,14 @@ def load_classification_csv(
     names = [(row["label"] or "").strip() for row in rows]
     empty = [i + 2 for i, text in enumerate(texts) if not text]
     if empty:
-        raise ValueError(f"{path}: empty text in {_rows(empty)} (the header is row 1): fill the texts in or delete the rows")
+        raise ValueError(
+            f"{path}: empty text in {_rows(empty)} (the header is row 1): fill the texts in or delete the rows"
+        )
     unlabelled = [i + 2 for i, name in enumerate(names) if not name]
     if unlabelled:
-        raise ValueError(f"{path}: no label in {_rows(unlabelled)} (the header is row 1): label those rows or delete them")
+        raise ValueError(
+            f"{path}: no label in {_rows(unlabelled)} (the header is row 1): label those rows or delete them"
+        )
     label_names = _label_order(set(names))
     if len(label_names) < 2:
         raise ValueError(
@@ -417,7 +426,9 @@ def _token_ids(tokenizer, text: str, max_length: int, where: str) -> tuple[list[
 
 def _check_max_length(max_length: int) -> None:
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"max_length must be a positive integer (usually model.cfg.context_length), got {max_length!r}")
+        raise ValueError(
+            f"max_length must be a positive integer (usually model.cfg.context_length), got {max_length!r}"
+        )
 
 
 class ClassificationDataset(Dataset):
@@ -473,7 +484,8 @@ def create_classification_loaders(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    datasets = [ClassificationDataset(s.texts, s.labels, tokenizer, max_length) for s in (data.train, data.val, data.test)]
+    splits = (data.train, data.val, data.test)
+    datasets = [ClassificationDataset(split.texts, split.labels, tokenizer, max_length) for split in splits]
     if verbose:
         cut = ", ".join(f"{name} {d.num_truncated} of {len(d)}" for name, d in zip(SPLITS, datasets))
         print(f"texts longer than {max_length} tokens, cut to their first {max_length}: {cut}")
@@ -501,7 +513,9 @@ def make_classifier(model: GPTModel, num_classes: int) -> GPTModel:
     if not isinstance(model, GPTModel):
         raise TypeError(f"make_classifier expects a GPTModel, got {type(model).__name__}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2 (a classifier chooses between classes), got {num_classes!r}")
+        raise ValueError(
+            f"num_classes must be an integer >= 2 (a classifier chooses between classes), got {num_classes!r}"
+        )
     old = model.out_head.weight
     head = nn.Linear(model.cfg.emb_dim, num_classes, bias=False, device=old.device, dtype=old.dtype)
     nn.init.normal_(head.weight, mean=0.0, std=0.02)
@@ -531,7 +545,9 @@ def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
         )
 
 
-def class_logits(model: GPTModel, input_ids: torch.Tensor, lengths: torch.Tensor, pooling: str = "last") -> torch.Tensor:
+def class_logits(
+    model: GPTModel, input_ids: torch.Tensor, lengths: torch.Tensor, pooling: str = "last"
+) -> torch.Tensor:
     """Class scores of each text of a right-padded batch: (batch, seq) ids, (batch,) lengths -> (batch, num_classes).
 
     `pooling="last"` reads the output at each text's last real token (position length - 1): with causal
@@ -549,7 +565,9 @@ def class_logits(model: GPTModel, input_ids: torch.Tensor, lengths: torch.Tensor
     return logits[torch.arange(len(logits), device=logits.device), positions.to(logits.device)]
 
 
-def classification_loss(model: GPTModel, batch: ClassificationBatch | Sequence[torch.Tensor], pooling: str = "last") -> torch.Tensor:
+def classification_loss(
+    model: GPTModel, batch: ClassificationBatch | Sequence[torch.Tensor], pooling: str = "last"
+) -> torch.Tensor:
     """The mean cross-entropy of the classifier's scores against the labels of a batch (a scalar tensor).
 
     Usable as train_model's `loss_fn` (it moves the batch to the model's device); for the first token's
@@ -609,7 +627,9 @@ def classify_texts(
         raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}: wrap a single text as [text]")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    examples = [(_token_ids(tokenizer, text, model.cfg.context_length, f"text {i}")[0], 0) for i, text in enumerate(texts)]
+    context = model.cfg.context_length
+    # (token ids, a placeholder label): the batches only feed class_logits
+    examples = [(_token_ids(tokenizer, text, context, f"text {i}")[0], 0) for i, text in enumerate(texts)]
     if not examples:
         return torch.empty(0, model.cfg.num_classes)
     batches = [collate_classification(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
@@ -643,7 +663,9 @@ class NaiveBayesBaseline:
 
     def __init__(self, texts: Sequence[str], labels: Sequence[int], num_classes: int | None = None):
         if len(texts) != len(labels) or not len(texts):
-            raise ValueError(f"need one label per text and at least one text (got {len(texts)} texts, {len(labels)} labels)")
+            raise ValueError(
+                f"need one label per text and at least one text (got {len(texts)} texts, {len(labels)} labels)"
+            )
         self.num_classes = num_classes or max(labels) + 1
         self.vocabulary: dict[str, int] = {}
         counts = defaultdict(Counter)  # class -> word id -> count
@@ -702,7 +724,11 @@ def set_trainable_layers(model: GPTModel, layers: str = "last_block") -> int:
         raise TypeError(f"set_trainable_layers expects a GPTModel, got {type(model).__name__}")
     if layers not in TRAINABLE_LAYERS:
         raise ValueError(f"layers must be one of {', '.join(TRAINABLE_LAYERS)}, got {layers!r}")
-    trained = {"all": [model], "last_block": [model.blocks[-1], model.final_norm, model.out_head], "head": [model.out_head]}
+    trained = {
+        "all": [model],
+        "last_block": [model.blocks[-1], model.final_norm, model.out_head],
+        "head": [model.out_head],
+    }
     model.requires_grad_(False)
     for module in trained[layers]:
         module.requires_grad_(True)

@@ -38,11 +38,9 @@ class LoRALinear(nn.Module):
         super().__init__()
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(linear).__name__}")
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(linear.in_features, linear.out_features):
-            raise ValueError(
-                f"rank must be an integer from 1 to min(in_features, out_features) = "
-                f"{min(linear.in_features, linear.out_features)}, got {rank!r}"
-            )
+        largest = min(linear.in_features, linear.out_features)  # B A cannot have a higher rank
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= largest:
+            raise ValueError(f"rank must be an integer from 1 to {largest} (the layer's smaller side), got {rank!r}")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
             raise ValueError(f"alpha must be a positive number (commonly rank or 2 * rank), got {alpha!r}")
         self.linear = linear.requires_grad_(False)
