@@ -9,6 +9,7 @@ from . import (
     attention,
     bpe,
     checkpoints,
+    classification,
     cpu_memory,
     data,
     dataset,
@@ -22,6 +23,7 @@ from . import (
     instructions,
     kv_cache,
     live,
+    lora,
     model,
     multihead_attention,
     pipeline,
@@ -60,6 +62,29 @@ from .checkpoints import (
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+)
+from .classification import (
+    POOLINGS,
+    SOTU_LABELS,
+    TRAINABLE_LAYERS,
+    ClassificationBatch,
+    ClassificationData,
+    ClassificationDataset,
+    NaiveBayesBaseline,
+    TextSplit,
+    class_logits,
+    classification_accuracy,
+    classification_logits,
+    classification_loss,
+    classify_texts,
+    collate_classification,
+    count_trainable_parameters,
+    create_classification_loaders,
+    load_classification_csv,
+    majority_baseline,
+    make_classifier,
+    set_trainable_layers,
+    sotu_paragraphs,
 )
 from .cpu_memory import reuse_freed_memory
 from .data import CORPUS_SIZES, load_corpus, load_text
@@ -125,6 +150,7 @@ from .instructions import (
 )
 from .kv_cache import KVCache
 from .live import LiveTrainingView, interactive_frontend
+from .lora import LORA_TARGETS, LoRALinear, add_lora, merge_lora
 from .model import (
     GELU,
     FeedForward,
@@ -191,6 +217,7 @@ LESSONS = (
     multihead_attention,  # chapter 3
     model, generation, training, checkpoints,  # chapter 4
     kv_cache,  # chapter 5
+    classification, lora,  # chapter 6
     instructions,  # chapter 7
 )  # fmt: skip
 TOOLS = (diagrams, progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed)

@@ -41,6 +41,8 @@ class GPTConfig:
     drop_rate: float = 0.1  # dropout probability, used only in training mode
     qkv_bias: bool = False  # bias terms in the query, key and value projections
     tie_weights: bool = False  # reuse the token embedding as the output layer
+    # None = language model head over the vocabulary; k = a k-class classifier head (chapter 6).
+    num_classes: int | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -51,6 +53,13 @@ class GPTConfig:
                 "each head gets emb_dim // n_heads dimensions"
             )
         check_number("GPTConfig.drop_rate", self.drop_rate, 0, 1, high_open=True)
+        check_int("GPTConfig.num_classes", self.num_classes, allow_none=True)
+        if self.num_classes is not None and self.tie_weights:
+            raise ValueError(
+                f"GPTConfig.tie_weights=True cannot go with num_classes={self.num_classes}: a classifier head has "
+                f"{self.num_classes} rows and the token embedding {self.vocab_size}, so they cannot share one "
+                "tensor; use tie_weights=False"
+            )
 
     @classmethod
     def gpt2_small(cls, **overrides) -> "GPTConfig":
@@ -142,7 +151,7 @@ class GPTModel(nn.Module):
         self.drop_emb = nn.Dropout(cfg.drop_rate)
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.final_norm = LayerNorm(cfg.emb_dim)
-        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.num_classes or cfg.vocab_size, bias=False)
         self.apply(self._init_weights)
         # The layers that write into the residual stream (attention's out_proj, the feed-forward's last layer)
         # start with a standard deviation sqrt(2 * n_layers) times smaller, as in GPT-2: the stream adds up
