@@ -7,11 +7,13 @@ public names in `__all__`. `CHAPTER_OF` maps every public name of the package to
 from . import (
     attention,
     checkpoints,
+    classroom,
     cpu_memory,
     data,
     dataset,
     distributed,
     embeddings,
+    exercises,
     explore,
     generation,
     gpt2_bpe,
@@ -44,6 +46,15 @@ from .checkpoints import (
     restore_rng_state,
     save_checkpoint,
 )
+from .classroom import (
+    SubmissionResult,
+    grade_notebook,
+    grade_submissions,
+    student_edition,
+    student_notebook,
+    teacher_edition,
+    teacher_notebook,
+)
 from .cpu_memory import reuse_freed_memory
 from .data import CORPUS_SIZES, load_corpus, load_text
 from .dataset import GPTDatasetV1, create_dataloader
@@ -56,6 +67,20 @@ from .distributed import (
     wrap_model,
 )
 from .embeddings import GPTEmbedding, check_token_ids
+from .exercises import (
+    CHECK_MIME,
+    STRICT_CHECKS_ENV,
+    CheckResult,
+    Exercise,
+    ExerciseCase,
+    ExerciseFailed,
+    check_exercise,
+    exercise_case,
+    exercise_cells,
+    exercise_ids,
+    get_exercise,
+    run_check,
+)
 from .generation import (
     decoding_layout,
     generate,
@@ -126,15 +151,15 @@ from .utils import get_device, set_seed
 __version__ = "0.2.0"
 
 # In chapter order. The notebooks show the code of the LESSONS' classes; the TOOLS are the machinery
-# around them (live views, CPU memory reuse, large-data and multi-process training, GPT-2 weights) that
-# notebooks use without showing it line by line.
+# around them (exercises and the teacher's commands, live views, CPU memory reuse, large-data and
+# multi-process training, GPT-2 weights) that notebooks use without showing it line by line.
 LESSONS = (
     utils, gpt2_bpe, tokenizers, data, dataset, embeddings,  # chapter 1
     attention, plotting,  # chapter 2
     multihead_attention,  # chapter 3
     model, kv_cache, generation, training, checkpoints,  # chapter 4
 )
-TOOLS = (live, explore, cpu_memory, token_store, distributed, gpt2_compat)
+TOOLS = (exercises, classroom, live, explore, cpu_memory, token_store, distributed, gpt2_compat)
 MODULES = LESSONS + TOOLS
 __all__ = [name for module in MODULES for name in module.__all__]
 CHAPTER_OF = {name: module.CHAPTER for module in MODULES for name in module.__all__}
