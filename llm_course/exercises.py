@@ -21,7 +21,7 @@ import math
 import os
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Callable
 
@@ -113,7 +113,6 @@ class CheckResult:
     message: str
     passed: int  # cases passed before the first failure
     total: int
-    details: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -144,7 +143,8 @@ def get_exercise(exercise_id: str) -> Exercise:
     """The exercise with this id, e.g. get_exercise("4.2")."""
     registry = _registry()
     if exercise_id not in registry:
-        raise ValueError(f"there is no exercise {exercise_id!r}; the exercises are {', '.join(registry)}")
+        quoted = "" if isinstance(exercise_id, str) else ' (give the id as a string, e.g. "4.2")'
+        raise ValueError(f"there is no exercise {exercise_id!r}{quoted}; the exercises are {', '.join(registry)}")
     return registry[exercise_id]
 
 
@@ -166,7 +166,7 @@ def _cases(ex: Exercise) -> list[ExerciseCase]:
 # --- describing values in the feedback ---------------------------------------------------------------
 
 def _number(value: float | int | bool) -> str:
-    if isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, int):  # bool included
         return str(value)
     if math.isnan(value) or math.isinf(value):
         return str(value)
@@ -354,12 +354,12 @@ def run_check(exercise_id: str, candidate: Any) -> CheckResult:
             except Exception as err:  # the learner's code may raise anything; report it, do not crash
                 raised = _raised(err, candidate)
                 message = f"{header}: {where} raised an error.\n  input: {call}\n  error: {raised}"
-                return CheckResult(ex.id, "error", message, number - 1, len(cases), {"input": call, "error": raised})
+                return CheckResult(ex.id, "error", message, number - 1, len(cases))
             problem = _problem(ex, expected, got)
             if problem:
                 hint = f'Try it yourself: args = exercise_case("{ex.id}", {number}); {ex.function}(*args)'
                 message = f"{header}: {where} failed.\n  input: {call}\n  {problem}\n{hint}"
-                return CheckResult(ex.id, "fail", message, number - 1, len(cases), {"input": call, "problem": problem})
+                return CheckResult(ex.id, "fail", message, number - 1, len(cases))
     return CheckResult(ex.id, "pass", f"{header}: passed all {len(cases)} checks.", len(cases), len(cases))
 
 
@@ -414,6 +414,11 @@ def check_grade_id(exercise_id: str) -> str:
     return "check-" + exercise_id.replace(".", "-")
 
 
+def check_source(exercise_id: str) -> str:
+    """The source of an exercise's check cell."""
+    return f'from llm_course import check_exercise\n\ncheck_exercise("{exercise_id}", {get_exercise(exercise_id).function})'
+
+
 def exercise_cells(exercise_id: str) -> list:
     """The three notebook cells of an exercise (nbformat cells): the task (markdown), the answer cell
     (nbgrader solution cell, holding the stub) and the check cell (nbgrader grade cell, read-only)."""
@@ -424,7 +429,7 @@ def exercise_cells(exercise_id: str) -> list:
     answer = nbformat.v4.new_code_cell(ex.stub, metadata={
         "nbgrader": _nbgrader(answer_grade_id(ex.id), solution=True, grade=False)})
     check = nbformat.v4.new_code_cell(
-        f'from llm_course import check_exercise\n\ncheck_exercise("{ex.id}", {ex.function})',
+        check_source(ex.id),
         metadata={"deletable": False, "editable": False,
                   "nbgrader": _nbgrader(check_grade_id(ex.id), solution=False, grade=True)},
     )

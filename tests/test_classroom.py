@@ -110,17 +110,20 @@ def test_grading_a_folder_gives_every_file_its_row(tmp_path, capsys):
     (submissions / "group-b").mkdir(parents=True)
     body = "\n".join("    " + line for line in solution_body("7.4").splitlines())
 
-    def submission(answer_source=None, first=None):
+    def submission(answer_source=None, first=None, check_source=None):
         task, answer, check = exercise_cells("7.4")
         if answer_source is not None:
             answer.source = answer_source
+        if check_source is not None:
+            check.source = check_source
         return notebook(([nbformat.v4.new_code_cell(first)] if first else []) + [task, answer, check])
 
     stub = get_exercise("7.4").stub
     solved = stub.replace("    # YOUR CODE HERE\n    raise NotImplementedError()", body)
     nbformat.write(submission(solved), submissions / "good.ipynb")
-    nbformat.write(submission(stub.replace("    # YOUR CODE HERE\n    raise NotImplementedError()",
-                                           "    return text.lower()")), submissions / "group-b" / "wrong.ipynb")
+    wrong = stub.replace("    # YOUR CODE HERE\n    raise NotImplementedError()", "    return text.lower()")
+    # The check cell edited away: grading runs the course's check all the same.
+    nbformat.write(submission(wrong, check_source="print('all good')"), submissions / "group-b" / "wrong.ipynb")
     nbformat.write(submission("raise RuntimeError('I give up')"), submissions / "raises.ipynb")
     nbformat.write(submission(first="while True:\n    pass"), submissions / "loops.ipynb")
     (submissions / "notes.txt").write_text("my answers are in my head")
