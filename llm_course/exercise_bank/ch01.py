@@ -75,7 +75,7 @@ def embed_tokens_cases() -> list[ExerciseCase]:
 EXERCISES = (
     Exercise(
         id="1.1",
-        title="Join documents with <|endoftext|>",
+        title="Join documents with `<|endoftext|>`",
         function="encode_documents",
         task=(
             "Training text often comes as many separate documents. Write `encode_documents(documents, vocab)`, "
