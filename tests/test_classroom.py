@@ -127,10 +127,13 @@ def test_grading_a_folder_gives_every_file_its_row(tmp_path, capsys):
     nbformat.write(submission("raise RuntimeError('I give up')"), submissions / "raises.ipynb")
     nbformat.write(submission(first="while True:\n    pass"), submissions / "loops.ipynb")
     (submissions / "notes.txt").write_text("my answers are in my head")
-    out = tmp_path / "results.csv"
+    # A previous run's results and executed copies in the same folder are no submissions.
+    out, executed_dir = submissions / "results.csv", submissions / "executed"
+    out.write_text("student,passed\n")
+    (executed_dir / "group-b").mkdir(parents=True)
+    nbformat.write(submission(), executed_dir / "group-b" / "wrong.ipynb")
 
-    assert main(["grade", str(submissions), "--out", str(out), "--timeout", "10",
-                 "--executed", str(tmp_path / "executed")]) == 0
+    assert main(["grade", str(submissions), "--out", str(out), "--timeout", "10", "--executed", str(executed_dir)]) == 0
     rows = {row["student"]: row for row in csv.DictReader(out.open())}
     assert list(rows) == ["good.ipynb", "group-b/wrong.ipynb", "loops.ipynb", "notes.txt", "raises.ipynb"]
     good = rows["good.ipynb"]
@@ -145,7 +148,7 @@ def test_grading_a_folder_gives_every_file_its_row(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "graded 5 submission(s)" in printed and "exercise 7.4: 1 of 4 passed" in printed
     # The executed copy holds the learner's feedback.
-    executed = nbformat.read(tmp_path / "executed" / "group-b" / "wrong.ipynb", as_version=4)
+    executed = nbformat.read(executed_dir / "group-b" / "wrong.ipynb", as_version=4)
     assert "check 2 of 8 (an article and a full stop) failed" in executed.cells[2].outputs[0]["data"]["text/plain"]
 
 
