@@ -10,12 +10,14 @@ from . import (
     bpe,
     checkpoints,
     classification,
+    classroom,
     cpu_memory,
     data,
     dataset,
     diagrams,
     distributed,
     embeddings,
+    exercises,
     explore,
     generation,
     gpt2_bpe,
@@ -86,6 +88,15 @@ from .classification import (
     set_trainable_layers,
     sotu_paragraphs,
 )
+from .classroom import (
+    SubmissionResult,
+    grade_notebook,
+    grade_submissions,
+    student_edition,
+    student_notebook,
+    teacher_edition,
+    teacher_notebook,
+)
 from .cpu_memory import reuse_freed_memory
 from .data import CORPUS_SIZES, load_corpus, load_text
 from .dataset import GPTDataset, create_dataloader
@@ -106,6 +117,20 @@ from .distributed import (
     wrap_model,
 )
 from .embeddings import GPTEmbedding, check_token_ids
+from .exercises import (
+    CHECK_MIME,
+    STRICT_CHECKS_ENV,
+    CheckResult,
+    Exercise,
+    ExerciseCase,
+    ExerciseFailed,
+    check_exercise,
+    exercise_case,
+    exercise_cells,
+    exercise_ids,
+    get_exercise,
+    run_check,
+)
 from .explore import AttentionViewer, SamplingExplorer, collect_attention, next_token_choices
 from .generation import (
     generate,
@@ -209,8 +234,9 @@ from .utils import check_int, check_number, get_device, set_seed
 __version__ = "0.3.0"
 
 # In chapter order. The notebooks show the code of the LESSONS' classes; the TOOLS are the machinery
-# around them (diagrams, progress bars and live views, the command-line pipeline, GPT-2's weights, CPU
-# memory reuse, large-data and multi-process training) that notebooks use without showing it line by line.
+# around them (diagrams, exercises and the teacher's commands, progress bars and live views, the
+# command-line pipeline, GPT-2's weights, CPU memory reuse, large-data and multi-process training) that
+# notebooks use without showing it line by line.
 LESSONS = (
     utils, gpt2_bpe, tokenizers, bpe, data, dataset, embeddings,  # chapter 1
     attention, plotting,  # chapter 2
@@ -220,7 +246,7 @@ LESSONS = (
     classification, lora,  # chapter 6
     instructions,  # chapter 7
 )  # fmt: skip
-TOOLS = (diagrams, progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed)
+TOOLS = (diagrams, exercises, classroom, progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed)
 MODULES = LESSONS + TOOLS
 __all__ = [name for module in MODULES for name in module.__all__]
 CHAPTER_OF = {name: getattr(module, "CHAPTERS", {}).get(name, module.CHAPTER) for module in MODULES for name in module.__all__}
