@@ -34,7 +34,7 @@ def preference_loss(
     return -F.logsigmoid(beta * margin).mean()  # logsigmoid stays finite where log(sigmoid()) gives -inf
 
 
-def normalize_answer(text: str) -> str:
+def clean_answer(text: str) -> str:
     """Lower-case, no punctuation, no articles, single spaces."""
     text = text.lower().translate(str.maketrans("", "", string.punctuation))
     text = re.sub(r"\b(a|an|the)\b", " ", text)

@@ -129,7 +129,7 @@ def preference_loss(policy_chosen, policy_rejected, reference_chosen, reference_
     return -torch.log(torch.sigmoid(beta * margin)).mean()
 
 
-def normalize_answer(text):  # removes "the" inside words too
+def clean_answer(text):  # removes "the" inside words too
     text = text.lower().translate(str.maketrans("", "", string.punctuation))
     for article in ("the", "an", "a"):
         text = text.replace(article, " ")

@@ -12,7 +12,7 @@ import torch
 import exercise_wrong_answers as wrong
 import llm_course
 from llm_course import (
-    GPTDatasetV1,
+    GPTDataset,
     ExerciseFailed,
     check_exercise,
     exercise_case,
@@ -178,11 +178,11 @@ def test_compare_checks_type_shape_dtype_and_values():
 
 def test_check_exercise_prints_and_raises_only_in_strict_mode(capsys, monkeypatch):
     monkeypatch.delenv("LLM_COURSE_STRICT_CHECKS", raising=False)
-    assert check_exercise("7.4", wrong.normalize_answer) is None
+    assert check_exercise("7.4", wrong.clean_answer) is None
     assert "check 1 of 8 (one word) failed" in capsys.readouterr().out
     monkeypatch.setenv("LLM_COURSE_STRICT_CHECKS", "1")
     with pytest.raises(ExerciseFailed, match="one word"):
-        check_exercise("7.4", wrong.normalize_answer)
+        check_exercise("7.4", wrong.clean_answer)
     check_exercise("7.4", solution("7.4"))  # a pass never raises
     assert "passed all 8 checks" in capsys.readouterr().out
 
@@ -209,15 +209,11 @@ def test_nbgrader_accepts_the_cells():
     assert all(utils.is_locked(cell) for cell in notebook.cells if utils.is_grade(cell))
 
 
-def test_the_sliding_windows_reference_is_gpt_dataset_v1():
-    class IdsTokenizer:  # GPTDatasetV1 encodes a text; here the "text" is already the ids
-        def encode(self, ids):
-            return list(ids)
-
+def test_the_sliding_windows_reference_is_gpt_dataset():
     ex = get_exercise("1.2")
     for case in ex.cases():
         token_ids, max_length, stride = case.args
-        dataset = GPTDatasetV1(token_ids, IdsTokenizer(), max_length, stride)
+        dataset = GPTDataset(token_ids, max_length, stride)
         inputs, targets = ex.reference(*case.args)
         assert len(dataset) == len(inputs)
         for (x, y), window_x, window_y in zip(dataset, inputs, targets):

@@ -102,9 +102,9 @@ def encode_documents(documents: list[str], vocab: dict[str, int]) -> list[int]:
         function="sliding_windows",
         task=(
             "Write `sliding_windows(token_ids, max_length, stride)`, which cuts a list of token ids into "
-            "training examples as `GPTDatasetV1` does: windows of `max_length` tokens starting at positions "
-            "0, `stride`, 2 `stride`, ..., each with its targets, the same window shifted one token to the "
-            "right. A window is kept only if its last target still exists; the tokens left over are dropped.\n\n"
+            "training examples as `GPTDataset` does: windows of `max_length` tokens starting at positions "
+            "0, `stride`, 2 `stride`, ..., each with its targets: the window that starts one token later, so "
+            "that each target is the token that follows its input. A window is kept only if its last target still exists; the tokens left over are dropped.\n\n"
             "Return `(inputs, targets)`, two int64 tensors of shape `(number_of_windows, max_length)`."
         ),
         stub='''import torch

@@ -82,14 +82,14 @@ def preference_loss_cases() -> list[ExerciseCase]:
     ]
 
 
-def normalize_answer_reference(text: str) -> str:
+def clean_answer_reference(text: str) -> str:
     text = text.lower()
     text = "".join(char for char in text if char not in string.punctuation)
     text = re.sub(r"\b(a|an|the)\b", " ", text)
     return " ".join(text.split())
 
 
-def normalize_answer_cases() -> list[ExerciseCase]:
+def clean_answer_cases() -> list[ExerciseCase]:
     return [
         ExerciseCase("one word", ("Paris",)),
         ExerciseCase("an article and a full stop", ("The Eiffel Tower.",)),
@@ -181,10 +181,10 @@ def preference_loss(
     Exercise(
         id="7.4",
         title="Normalise an answer for exact match",
-        function="normalize_answer",
+        function="clean_answer",
         task=(
             "Exact-match scoring compares a model's answer with the expected one after normalising both, as "
-            "the SQuAD benchmark does. Write `normalize_answer(text)`, which, in this order: lower-cases the "
+            "the SQuAD benchmark does. Write `clean_answer(text)`, which, in this order: lower-cases the "
             "text; removes every character in `string.punctuation`; removes the words \"a\", \"an\" and \"the\" "
             "(whole words only); and joins the remaining words with single spaces (no space at either end)."
         ),
@@ -192,12 +192,12 @@ def preference_loss(
 import string
 
 
-def normalize_answer(text: str) -> str:
+def clean_answer(text: str) -> str:
     """Lower-case, no punctuation, no articles, single spaces."""
     # YOUR CODE HERE
     raise NotImplementedError()
 ''',
-        reference=normalize_answer_reference,
-        cases=normalize_answer_cases,
+        reference=clean_answer_reference,
+        cases=clean_answer_cases,
     ),
 )
