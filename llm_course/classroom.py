@@ -8,7 +8,7 @@ The notebooks follow nbgrader's conventions (https://nbgrader.readthedocs.io): a
 solution cell, whose solution (in a teacher's copy) lies between `### BEGIN SOLUTION` and `### END
 SOLUTION`, and a check cell is an nbgrader grade cell that calls `check_exercise`. Grading runs each
 submission in a fresh Jupyter kernel (nbclient) and reads the results that the checks display (see
-`llm_course.exercises.CHECK_MIME`). `python -m llm_course.classroom ...` runs the same commands.
+`llm_course.exercises.CHECK_MIME`). `llm-course student-edition`, `teacher-edition` and `grade` run them (cli.py adds them to the command).
 """
 
 from __future__ import annotations
@@ -512,16 +512,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m llm_course.classroom COMMAND ...`: the classroom commands on their own."""
-    parser = argparse.ArgumentParser(prog="python -m llm_course.classroom",
-                                     description="Prepare the notebooks for a class, and grade submissions.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_commands(commands)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,6 +2,7 @@
 
     llm-course train                     # the course model on the default corpus, into models/
     llm-course generate --prompt "..."   # continue a prompt with models/gpt-course.pt
+    llm-course student-edition ...       # and the other commands of COMMAND_MODULES (`llm-course --help`)
 
 `python -m llm_course ...` runs the same command, and `torchrun --nproc_per_node=N -m llm_course train ...`
 trains with N processes (one per GPU), each on its share of every batch (see llm_course/distributed.py).
@@ -20,6 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from . import classroom
 from .checkpoints import MODELS_DIR, load_checkpoint
 from .cpu_memory import reuse_freed_memory
 from .data import CORPUS_SIZES
@@ -89,6 +91,9 @@ TRAINING_OPTIONS: dict[str, tuple[str, Callable | None, str]] = {
                              "less memory, about a third more compute"),
 }  # fmt: skip
 FLAG_OF = {name: flag for flag, (name, _, _) in TRAINING_OPTIONS.items()}
+
+# Commands that live next to the code they run: each module has COMMANDS, add_commands(subparsers) and run(args).
+COMMAND_MODULES = (classroom,)
 
 
 def _add_training_options(train: argparse.ArgumentParser) -> None:
@@ -179,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                      help="bf16 halves the weights' memory and reads them faster (default: fp32)")  # fmt: skip
     gen.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    for module in COMMAND_MODULES:
+        module.add_commands(commands)
     return parser
 
 
@@ -262,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line `llm-course ARGS` (argv defaults to sys.argv[1:]); return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    for module in COMMAND_MODULES:
+        if args.command in module.COMMANDS:
+            return module.run(args)
     if getattr(args, "start_context", None) == "" or getattr(args, "prompt", None) == "":
         parser.error("argument --prompt: the prompt is empty; give at least one word")
     try:

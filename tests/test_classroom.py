@@ -8,7 +8,8 @@ import nbformat
 import pytest
 
 from llm_course import exercise_cells, exercise_ids, get_exercise, run_check, student_notebook, teacher_notebook
-from llm_course.classroom import BEGIN, END, main, solution_body
+from llm_course.classroom import BEGIN, END, solution_body
+from llm_course.cli import main
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
@@ -141,7 +142,7 @@ def test_grading_a_folder_gives_every_file_its_row(tmp_path, capsys):
     assert rows["group-b/wrong.ipynb"]["7.4"] == "fail"
     assert rows["raises.ipynb"]["7.4"] == "error"
     assert "cell 2 raised RuntimeError: I give up" in rows["raises.ipynb"]["problems"]
-    assert "NameError: name 'normalize_answer' is not defined" in rows["raises.ipynb"]["problems"]
+    assert "NameError: name 'clean_answer' is not defined" in rows["raises.ipynb"]["problems"]
     assert rows["loops.ipynb"]["7.4"] == "not run"
     assert "timed out: still running after the 10 s limit, in cell 1" in rows["loops.ipynb"]["problems"]
     assert (rows["notes.txt"]["7.4"], rows["notes.txt"]["problems"]) == ("", "not a notebook (a .ipynb file)")
