@@ -188,7 +188,7 @@ from .model import (
 )
 from .multihead_attention import MultiHeadAttentionWrapper, MultiHeadCausalAttention
 from .plotting import plot_attention, plot_attention_heads
-from .pipeline import MODEL_SIZES, RESUMABLE_OPTIONS, PretrainResult, pretrain
+from .pipeline import MODEL_SIZES, RESUMABLE_OPTIONS, PretrainResult, fine_tuning_base, pretrain, tokenizer_named
 from .progress import ProgressBar
 from .token_store import (
     TokenFile,
@@ -214,6 +214,7 @@ from .tokenizers import (
 from .training import (
     TrainingConfig,
     TrainingHistory,
+    bits_per_byte,
     calc_loss_loader,
     configure_optimizer,
     create_train_val_loaders,

@@ -10,6 +10,7 @@ writes files (see llm_course/distributed.py).
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,8 @@ from .checkpoints import MODELS_DIR, CheckpointError, capture_rng_state, restore
 from .data import CORPUS_SIZES, load_corpus, load_text
 from .distributed import DistributedContext, init_distributed, is_distributed_launch, shard_loaders, wrap_model
 from .generation import generate, text_to_token_ids, token_ids_to_text
+from .bpe import course_tokenizer
+from .checkpoints import load_checkpoint
 from .gpt2_bpe import gpt2_tokenizer
 from .model import GPTConfig, GPTModel
 from .progress import ProgressBar
@@ -32,7 +35,7 @@ from .training import TrainingConfig, TrainingHistory, configure_optimizer, crea
 from .training import plot_losses, train_model
 from .utils import get_device, set_seed
 
-__all__ = ["MODEL_SIZES", "PretrainResult", "RESUMABLE_OPTIONS", "pretrain"]
+__all__ = ["MODEL_SIZES", "PretrainResult", "RESUMABLE_OPTIONS", "fine_tuning_base", "pretrain", "tokenizer_named"]
 
 CHAPTER = 4
 
@@ -322,3 +325,42 @@ def resumed_config(checkpoint: dict[str, Any], typed: dict[str, Any], source: st
                 "run's data and batches, which a resumed run keeps; leave it out, or start a new run without --resume"
             )
     return dataclasses.replace(TrainingConfig(**settings), **typed)
+
+
+def tokenizer_named(name: str):
+    """The tokenizer a checkpoint names: "gpt2" (tiktoken's GPT-2 encoding) or the course's own BPE."""
+    tokenizers = {"gpt2": gpt2_tokenizer, "course-bpe-4096": course_tokenizer}
+    if name not in tokenizers:
+        raise ValueError(f"unknown tokenizer {name!r}: this llm-course knows {', '.join(tokenizers)}")
+    return tokenizers[name]()
+
+
+BASE_PRESET_OUTPUT = MODELS_DIR / "base.pt"  # the best base model the course trains (`llm-course train --preset base`)
+QUICK_BASE_OUTPUT = MODELS_DIR / "quick-base.pt"
+QUICK_BASE_ENV = "LLM_COURSE_QUICK_BASE"  # set (to anything) to always use the quick base: the stored notebooks do
+
+
+def fine_tuning_base(log: Callable[[str], None] = print) -> tuple[GPTModel, Any, str]:
+    """The pretrained model that chapters 6 and 7 fine-tune: (model in eval mode, its tokenizer, a description).
+
+    `models/base.pt`, when `llm-course train --preset base` has written it (unless $LLM_COURSE_QUICK_BASE is
+    set); otherwise the quick base: chapter 4's run (the course model, TrainingConfig's defaults, the small
+    corpus), trained once in about a minute into `models/quick-base.pt` and loaded from there afterwards.
+    Training is seeded and deterministic, so the quick base is the same model on every CPU run.
+    """
+    if BASE_PRESET_OUTPUT.is_file() and not os.environ.get(QUICK_BASE_ENV):
+        model, checkpoint = load_checkpoint(BASE_PRESET_OUTPUT)
+        description = f"the preset base model {BASE_PRESET_OUTPUT} ({checkpoint.get('tokenizer', 'gpt2')} tokenizer)"
+        return model, tokenizer_named(checkpoint.get("tokenizer", "gpt2")), description
+    config = TrainingConfig()
+    model = None
+    if QUICK_BASE_OUTPUT.is_file():
+        stored_model, checkpoint = load_checkpoint(QUICK_BASE_OUTPUT)
+        if checkpoint.get("training", {}).get("config") == asdict(config):
+            model = stored_model
+    if model is None:
+        log(f"Pretraining the quick base (chapter 4's run) into {QUICK_BASE_OUTPUT}, once: about a minute...")
+        pretrain(config, output=QUICK_BASE_OUTPUT, final_sample_tokens=1, quiet=True, log=lambda message: None)
+        model, _ = load_checkpoint(QUICK_BASE_OUTPUT)
+    description = "the quick base: chapter 4's course model, pretrained on Washington's addresses"
+    return model, gpt2_tokenizer(), description

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TrainingConfig",
     "TrainingHistory",
+    "bits_per_byte",
     "calc_loss_loader",
     "configure_optimizer",
     "create_train_val_loaders",
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 CHAPTER = 4
-CHAPTERS = {"epoch_batches": 5, "lr_at_step": 5, "mixed_precision": 5, "plot_lr_schedule": 5}  # introduced by chapter 5
+CHAPTERS = {"bits_per_byte": 5, "epoch_batches": 5, "lr_at_step": 5, "mixed_precision": 5, "plot_lr_schedule": 5}  # introduced by chapter 5
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_PROMPT = "Fellow-Citizens of the Senate and House of Representatives:"
@@ -205,6 +206,18 @@ def perplexity(loss: float | torch.Tensor) -> float:
     """
     loss = loss.item() if isinstance(loss, torch.Tensor) else float(loss)  # .item(): no autograd warning
     return math.exp(loss) if loss < 709 else math.inf  # exp overflows a float above ~709.78
+
+
+def bits_per_byte(loss: float, num_tokens: int, num_bytes: int) -> float:
+    """A mean loss per token (in nats) over a text of `num_tokens` tokens and `num_bytes` UTF-8 bytes, as bits
+    per byte: how many bits the model needs to encode each byte of the text.
+
+    Losses per token do not compare across tokenizers (a larger vocabulary means fewer, harder tokens);
+    bits per byte do, because every tokenizer covers the same bytes.
+    """
+    check_int("num_tokens", num_tokens)
+    check_int("num_bytes", num_bytes)
+    return loss * num_tokens / (num_bytes * math.log(2))
 
 
 def create_train_val_loaders(

@@ -16,6 +16,7 @@ from llm_course import (
     GPTModel,
     TrainingConfig,
     TrainingHistory,
+    bits_per_byte,
     calc_loss_loader,
     configure_optimizer,
     create_train_val_loaders,
@@ -286,3 +287,11 @@ def test_plot_losses_draws_both_curves_a_tokens_axis_and_the_overfitting_mark():
     assert len(plot_losses(make_history([9, 7, 5], [9, 7, 6])).axes[0].lines) == 2  # no mark without overfitting
     with pytest.raises(ValueError, match="no evaluations"):
         plot_losses(TrainingHistory())
+
+
+def test_bits_per_byte_converts_a_loss_per_token():
+    # 100 tokens at ln(2) nats each cover 50 bytes: 100 bits for 50 bytes.
+    assert bits_per_byte(math.log(2), 100, 50) == pytest.approx(2.0)
+    assert bits_per_byte(math.log(256), 1, 1) == pytest.approx(8.0)  # a uniform guess over the 256 byte values
+    with pytest.raises(ValueError, match="num_bytes"):
+        bits_per_byte(1.0, 10, 0)
