@@ -6,6 +6,7 @@ Cells tagged `raises-exception` may fail (they demonstrate an error); any other 
 The kernelspec is normalised to `python3` so that CI and every learner's Jupyter find the kernel.
 """
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,5 +32,6 @@ def run(path: Path) -> None:
 
 
 if __name__ == "__main__":
+    os.environ["LLM_COURSE_QUICK_BASE"] = "1"  # stored outputs use the quick base model (see fine_tuning_base)
     for name in sys.argv[1:]:
         run(Path(name))
