@@ -125,11 +125,12 @@ def save_checkpoint(
     return path
 
 
-def _first_line(err: Exception) -> str:
-    """The informative line of a torch.load error (the safe unpickler's comes after a long preamble)."""
-    text = str(err).split("WeightsUnpickler error:")[-1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+def _damaged(path: Path, err: Exception) -> CheckpointError:
+    """The error for a file torch cannot read back. torch's own message (a zip reader's internals) would not
+    tell a user what to do; its size says whether the file is empty, cut short or not a checkpoint at all."""
+    size = path.stat().st_size
+    state = "empty" if size == 0 else f"{size:,} bytes, truncated or corrupt"
+    return CheckpointError(f"{path} is not a readable checkpoint ({state}): save or train it again")
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -144,19 +145,13 @@ def _read(path: Path) -> dict[str, Any]:
         # The safe unpickler names the function or class it refused; anything else it cannot parse is damage.
         refused = re.search(r"(GLOBAL \S+|unrecognized function \S+|allowlisted.*?but got \S+)", str(err))
         if refused is None:
-            raise CheckpointError(
-                f"{path} is not a readable checkpoint: the file is truncated or corrupt ({_first_line(err)}). "
-                "Save or train it again"
-            ) from err
+            raise _damaged(path, err) from err
         raise CheckpointError(
             f"{path} holds objects other than tensors and plain data ({refused.group(1)}), which could run code "
             "when loaded, so it was refused: only load checkpoints from sources you trust"
         ) from err
     except Exception as err:  # torch reports a damaged file with many different exception types
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint: the file is truncated or corrupt ({_first_line(err)}). "
-            "Save or train it again"
-        ) from err
+        raise _damaged(path, err) from err
     if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
         raise CheckpointError(f"{path} is a PyTorch file but not an llm-course checkpoint (no format_version)")
     if checkpoint["format_version"] not in range(1, CHECKPOINT_FORMAT + 1):

@@ -34,14 +34,14 @@ def next_token_choices(
     top_p: float | None = None,
     k: int = 10,
 ) -> list[tuple[str, float]]:
-    """The k most likely next tokens, as (token text, probability) pairs, under a decoding strategy.
+    """The (at most k) most likely next tokens, as (token text, probability) pairs, under a decoding strategy.
 
     `logits` are (1, vocab) (see `prompt_logits`); the probabilities are those `next_token_probs` gives, i.e.
     what `generate` samples from with the same temperature, top_k and top_p. Tokens the strategy rules out
-    have probability 0.
+    (probability 0) are not candidates, so they are left out: top_k=3 gives three pairs, greedy one.
     """
     probs = next_token_probs(logits, temperature, top_k, top_p)[0]  # (vocab,)
-    top = torch.topk(probs, min(k, probs.numel()))
+    top = torch.topk(probs, min(k, int((probs > 0).sum())))
     return [(tokenizer.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())]
 
 

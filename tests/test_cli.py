@@ -142,7 +142,7 @@ def test_bad_arguments_get_a_one_line_error_and_exit_status_2(args, capsys):
         (["generate", "--checkpoint", "{tmp}/missing.pt", "--prompt", "x"], "no checkpoint at"),
         (["train", "--text", "{tmp}/missing.txt"], "no text file at"),
         (["train", "--text", "{tmp}/short.txt", "--model-size", "tiny"], "split .* is too short"),
-        (["generate", "--checkpoint", "{tmp}/short.txt", "--prompt", "x"], "truncated or corrupt"),
+        (["generate", "--checkpoint", "{tmp}/short.txt", "--prompt", "x"], "not a readable checkpoint"),
     ],
     ids=["missing-checkpoint", "missing-text", "short-text", "not-a-checkpoint"],
 )

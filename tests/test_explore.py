@@ -54,8 +54,11 @@ def test_choices_are_next_token_probs_and_match_the_table_without_filters(model)
     logits = prompt_logits(model, TOKENIZER, PROMPT)
     probs = next_token_probs(logits, 0.7, 5, 0.9)[0]
     choices = next_token_choices(logits, TOKENIZER, 0.7, 5, 0.9, k=8)
-    assert [p for _, p in choices] == torch.sort(probs, descending=True).values[:8].tolist()
-    assert [TOKENIZER.encode(token)[0] for token, p in choices if p > 0] == probs.nonzero().flatten()[
+    kept = int((probs > 0).sum())
+    assert 1 <= kept <= 5 and len(choices) == kept  # tokens the filters ruled out are no candidates
+    assert [p for _, p in choices] == torch.sort(probs, descending=True).values[:kept].tolist()
+    assert len(next_token_choices(logits, TOKENIZER, temperature=0.0, k=8)) == 1  # greedy: one candidate
+    assert [TOKENIZER.encode(token)[0] for token, p in choices] == probs.nonzero().flatten()[
         torch.argsort(probs[probs > 0], descending=True)
     ].tolist()
     plain = next_token_choices(logits, TOKENIZER, k=5)
