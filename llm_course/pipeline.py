@@ -335,32 +335,35 @@ def tokenizer_named(name: str):
     return tokenizers[name]()
 
 
-BASE_PRESET_OUTPUT = MODELS_DIR / "base.pt"  # the best base model the course trains (`llm-course train --preset base`)
-QUICK_BASE_OUTPUT = MODELS_DIR / "quick-base.pt"
+BASE_PRESET_NAME = "base.pt"  # the best base model the course trains (`llm-course train --preset base`)
+QUICK_BASE_NAME = "ch04_pretrained.pt"  # chapter 4's run, which the chapter 4 notebook saves too
 QUICK_BASE_ENV = "LLM_COURSE_QUICK_BASE"  # set (to anything) to always use the quick base: the stored notebooks do
 
 
-def fine_tuning_base(log: Callable[[str], None] = print) -> tuple[GPTModel, Any, str]:
+def fine_tuning_base(models_dir: str | Path = MODELS_DIR, log: Callable[[str], None] = print) -> tuple[GPTModel, Any, str]:
     """The pretrained model that chapters 6 and 7 fine-tune: (model in eval mode, its tokenizer, a description).
 
-    `models/base.pt`, when `llm-course train --preset base` has written it (unless $LLM_COURSE_QUICK_BASE is
-    set); otherwise the quick base: chapter 4's run (the course model, TrainingConfig's defaults, the small
-    corpus), trained once in about a minute into `models/quick-base.pt` and loaded from there afterwards.
-    Training is seeded and deterministic, so the quick base is the same model on every CPU run.
+    `<models_dir>/base.pt`, when `llm-course train --preset base` has written it (unless $LLM_COURSE_QUICK_BASE
+    is set); otherwise the quick base: chapter 4's run (the course model, TrainingConfig's defaults, the small
+    corpus), read from `<models_dir>/ch04_pretrained.pt` when the chapter 4 notebook saved it, else trained
+    once (a couple of minutes) and saved there. Both train the same way from the same seed, so the quick base
+    is the same model either way. The notebooks run in notebooks/ and pass models_dir="../models".
     """
-    if BASE_PRESET_OUTPUT.is_file() and not os.environ.get(QUICK_BASE_ENV):
-        model, checkpoint = load_checkpoint(BASE_PRESET_OUTPUT)
-        description = f"the preset base model {BASE_PRESET_OUTPUT} ({checkpoint.get('tokenizer', 'gpt2')} tokenizer)"
+    models_dir = Path(models_dir)
+    preset = models_dir / BASE_PRESET_NAME
+    if preset.is_file() and not os.environ.get(QUICK_BASE_ENV):
+        model, checkpoint = load_checkpoint(preset)
+        description = f"the preset base model {preset} ({checkpoint.get('tokenizer', 'gpt2')} tokenizer)"
         return model, tokenizer_named(checkpoint.get("tokenizer", "gpt2")), description
-    config = TrainingConfig()
+    config, quick = TrainingConfig(), models_dir / QUICK_BASE_NAME
     model = None
-    if QUICK_BASE_OUTPUT.is_file():
-        stored_model, checkpoint = load_checkpoint(QUICK_BASE_OUTPUT)
+    if quick.is_file():
+        stored_model, checkpoint = load_checkpoint(quick)
         if checkpoint.get("training", {}).get("config") == asdict(config):
             model = stored_model
     if model is None:
-        log(f"Pretraining the quick base (chapter 4's run) into {QUICK_BASE_OUTPUT}, once: about a minute...")
-        pretrain(config, output=QUICK_BASE_OUTPUT, final_sample_tokens=1, quiet=True, log=lambda message: None)
-        model, _ = load_checkpoint(QUICK_BASE_OUTPUT)
+        log(f"Pretraining the quick base (chapter 4's run) into {quick}, once: a couple of minutes...")
+        pretrain(config, output=quick, final_sample_tokens=1, quiet=True, log=lambda message: None)
+        model, _ = load_checkpoint(quick)
     description = "the quick base: chapter 4's course model, pretrained on Washington's addresses"
     return model, gpt2_tokenizer(), description

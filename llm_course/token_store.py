@@ -9,7 +9,9 @@ rebuilt when its text or tokenizer changed. `TokenFile.tokens()` is a NumPy arra
 `create_train_val_loaders`) takes like any other sequence of ids.
 
 File layout: a HEADER_BYTES-long header (a magic line, then JSON with the tokenizer's name, the number of
-tokens and the SHA-256 of the source text, padded with spaces), then the ids as little-endian uint16.
+tokens, the SHA-256 of the source text and the SHA-256 of the ids, padded with spaces), then the ids as
+little-endian uint16. The ids' hash lets a cache tell a damaged file (a bad disk block, a stray write) from
+a good one before reusing it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ MAGIC = b"llm-course token file\n"
 HEADER_BYTES = 1024  # the ids start here; even, so every id is 2-byte aligned
 TOKEN_DTYPE = np.dtype("<u2")  # uint16, little-endian on every machine
 MAX_TOKEN_IDS = 65536  # uint16 holds the ids 0 ... 65,535
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the header records the SHA-256 of the ids
 
 # A chunk may end just before a space or newline that follows a non-space character: GPT-2's pre-tokenizer
 # never joins such a pair into one piece (a space only ever starts a piece or belongs to a run of spaces),
@@ -63,6 +65,7 @@ class TokenFile:
     num_tokens: int
     tokenizer: str  # the tokenizer's name, e.g. "gpt2"
     source_sha256: str  # SHA-256 of the UTF-8 text the ids came from
+    ids_sha256: str  # SHA-256 of the ids as stored (little-endian uint16)
 
     def tokens(self) -> np.ndarray:
         """The token ids as a read-only (num_tokens,) uint16 array, memory-mapped from the file."""
@@ -108,6 +111,7 @@ def _header(token_file: TokenFile) -> bytes:
         "tokenizer": token_file.tokenizer,
         "num_tokens": token_file.num_tokens,
         "source_sha256": token_file.source_sha256,
+        "ids_sha256": token_file.ids_sha256,
     }
     header = MAGIC + json.dumps(info).encode()
     if len(header) > HEADER_BYTES - 1:
@@ -146,7 +150,7 @@ def write_token_file(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # one per process: parallel writers never clash
-    num_tokens = 0
+    num_tokens, ids_digest = 0, hashlib.sha256()
     try:
         with open(partial, "wb") as f:
             f.write(b"\0" * HEADER_BYTES)  # the real header follows once the token count is known
@@ -157,9 +161,11 @@ def write_token_file(
                         f"the tokenizer produced the id {int(ids.max())}, outside the uint16 range 0 ... "
                         f"{MAX_TOKEN_IDS - 1:,} of a token file: keep the ids in memory (GPTDataset takes a list)"
                     )
-                f.write(ids.astype(TOKEN_DTYPE).tobytes())
+                stored = ids.astype(TOKEN_DTYPE).tobytes()
+                f.write(stored)
+                ids_digest.update(stored)
                 num_tokens += ids.size
-            token_file = TokenFile(path, num_tokens, name, text_sha256(text))
+            token_file = TokenFile(path, num_tokens, name, text_sha256(text), ids_digest.hexdigest())
             f.seek(0)
             f.write(_header(token_file))
             f.flush()
@@ -170,8 +176,9 @@ def write_token_file(
     return token_file
 
 
-def read_token_file(path: str | os.PathLike) -> TokenFile:
-    """Check the token file at `path` (its header, and a size that matches it) and describe it.
+def read_token_file(path: str | os.PathLike, verify_ids: bool = False) -> TokenFile:
+    """Check the token file at `path` (its header, a size that matches it and, with `verify_ids`, the
+    SHA-256 of its ids) and describe it.
 
     Raises TokenFileError, which says what is wrong, for a missing, truncated or corrupt file.
     """
@@ -186,7 +193,9 @@ def read_token_file(path: str | os.PathLike) -> TokenFile:
         raise TokenFileError(f"{path} is not a token file (or is an unfinished one): delete it and write it again")
     try:
         info = json.loads(header[len(MAGIC) :])
-        token_file = TokenFile(path, int(info["num_tokens"]), str(info["tokenizer"]), str(info["source_sha256"]))
+        token_file = TokenFile(
+            path, int(info["num_tokens"]), str(info["tokenizer"]), str(info["source_sha256"]), str(info["ids_sha256"])
+        )
         good_format = info["format"] == FORMAT_VERSION and info["dtype"] == "uint16"
     except (ValueError, KeyError, TypeError):
         raise TokenFileError(f"the header of {path} is corrupt: delete the file and write it again") from None
@@ -198,7 +207,19 @@ def read_token_file(path: str | os.PathLike) -> TokenFile:
             f"{path} has {size:,} bytes, but its header promises {expected:,} ({token_file.num_tokens:,} tokens): "
             "it is truncated or corrupt; delete it and write it again"
         )
+    if verify_ids and _ids_sha256(path) != token_file.ids_sha256:
+        raise TokenFileError(f"the token ids in {path} were damaged (their SHA-256 differs from the header's): "
+                             "delete it and write it again")  # fmt: skip
     return token_file
+
+
+def _ids_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(HEADER_BYTES)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def cached_token_file(
@@ -212,7 +233,7 @@ def cached_token_file(
     """The token file of `text` in the cache, written on first use and rewritten when stale.
 
     The file is `<cache_dir>/<name>.<tokenizer name>.tokens`; it is reused only when its header records the
-    same tokenizer and the SHA-256 of this very text, and its size matches. `cache_dir` defaults to
+    same tokenizer and the SHA-256 of this very text, and its size and the SHA-256 of its ids match. `cache_dir` defaults to
     $LLM_COURSE_CACHE, else ~/.cache/llm_course.
     """
     tokenizer = gpt2_tokenizer() if tokenizer is None else tokenizer
@@ -220,7 +241,7 @@ def cached_token_file(
     cache_dir = Path(cache_dir or os.environ.get("LLM_COURSE_CACHE") or DEFAULT_CACHE_DIR)
     path = cache_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.{re.sub(r'[^A-Za-z0-9_.-]', '_', tok_name)}.tokens"
     try:
-        cached = read_token_file(path)
+        cached = read_token_file(path, verify_ids=True)
     except TokenFileError:
         cached = None  # missing or damaged: write it (again)
     if cached is not None and cached.tokenizer == tok_name and cached.source_sha256 == text_sha256(text):

@@ -55,7 +55,7 @@ CHAPTER = 4
 CHAPTERS = {"bits_per_byte": 5, "epoch_batches": 5, "lr_at_step": 5, "mixed_precision": 5, "plot_lr_schedule": 5}  # introduced by chapter 5
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-DEFAULT_PROMPT = "Fellow-Citizens of the Senate and House of Representatives:"
+DEFAULT_PROMPT = "Fellow-Citizens of the Senate and House of Representatives:\n\n"  # how every address starts
 
 
 @dataclass
@@ -76,7 +76,7 @@ class TrainingConfig:
     weight_decay: float = 0.1  # pulls weight matrices towards zero; not biases and norms (configure_optimizer)
     betas: tuple[float, float] = (0.9, 0.95)  # how slowly AdamW's two moment estimates forget
     # How long, and how often to look
-    num_epochs: int = 3  # passes over the training split
+    num_epochs: int = 6  # passes over the training split
     max_steps: int | None = None  # stop after this many optimizer steps in all (None: all num_epochs)
     eval_freq: int = 20  # evaluate every eval_freq optimizer steps
     eval_iter: int = 5  # batches per split in each evaluation (an estimate, not the full loss)
@@ -223,10 +223,10 @@ def bits_per_byte(loss: float, num_tokens: int, num_bytes: int) -> float:
 def create_train_val_loaders(
     token_ids: Sequence[int] | torch.Tensor | np.ndarray,
     *,
-    batch_size: int = TrainingConfig.batch_size,
-    max_length: int = TrainingConfig.max_length,
+    batch_size: int,
+    max_length: int,
     stride: int | None = None,
-    train_ratio: float = TrainingConfig.train_ratio,
+    train_ratio: float = 0.9,
     num_workers: int = 0,
 ) -> tuple[DataLoader, DataLoader]:
     """Split the token ids (the first train_ratio for training, the rest for validation) and return
@@ -468,6 +468,12 @@ def train_model(
     while history.global_step < total_steps:
         for batches in epoch_batches(train_loader, history, config.accumulate_steps):
             loss, grad_norm = train_step(model, batches, optimizer, loss_fn, autocast, scaler, config.grad_clip)
+            if not math.isfinite(loss):  # the weights are garbage now: stop before anything saves them
+                raise ValueError(
+                    f"training diverged: the loss became {loss} at step {history.global_step + 1} (learning rate "
+                    f"{optimizer.param_groups[0]['lr']:.2g}); lower the learning rate, or clip the gradients "
+                    "(TrainingConfig.grad_clip, e.g. 1.0)"
+                )
             # Where the loop stands, before any callback sees it (a checkpoint saved then resumes exactly).
             history.global_step += 1
             history.total_tokens += sum(batch[0].numel() for batch in batches) * world_size

@@ -1,5 +1,6 @@
 """Chapter 4 checkpoints: exact round trips, exact resumption, atomic saving and refusing bad files."""
 
+import os
 import random
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -218,12 +219,13 @@ def rewrite(path, change):
         (lambda c: c["model_config"].update(emb_dim=32), "weights do not fit"),
         (lambda c: c["model_config"].update(n_layers=2), "weights do not fit"),
         (lambda c: c["model_config"].update(n_heads=3), "cannot build"),
-        (lambda c: c["model_config"].update(flash=True), "cannot build"),
+        (lambda c: c["model_config"].update(flash=True), r"another version of llm-course.*does not know \(flash\)"),
+        (lambda c: c["model_config"].update(vocab_size=10**13), r"weights do not fit.*of another shape"),
         (lambda c: c.update(format_version=99), "format 99"),
         (lambda c: c.pop("model_state"), "lacks model_state"),
         (lambda c: c.pop("format_version"), "not an llm-course checkpoint"),
     ],
-    ids=["wider", "deeper", "bad-heads", "unknown-field", "future-format", "no-weights", "foreign"],
+    ids=["wider", "deeper", "bad-heads", "unknown-field", "huge-vocab", "future-format", "no-weights", "foreign"],
 )
 def test_incompatible_checkpoints_are_refused(saved, change, message):
     path = saved[0]
@@ -281,3 +283,25 @@ def test_a_format_1_checkpoint_loads_its_weights_but_does_not_resume(saved):
     fresh = GPTModel(CFG)
     with pytest.raises(CheckpointError, match="format 1.*optimizer state cannot resume"):
         load_checkpoint(path, model=fresh, optimizer=torch.optim.AdamW(fresh.parameters()))
+
+
+def test_a_huge_stored_vocabulary_is_refused_before_any_memory_is_allocated(saved):
+    path = saved[0]
+    rewrite(path, lambda c: c["model_config"].update(vocab_size=10**13))  # 10^13 x 16 floats: 640 TB
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        load_checkpoint(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB: nothing near its size
+
+
+def test_files_of_saves_killed_midway_are_cleaned_up(saved):
+    path, model, optimizer = saved
+    dead = path.parent / f".{path.name}.999999999.abcd.tmp"  # a process id that cannot be running
+    dead.write_bytes(b"half a checkpoint" * 1000)
+    alive = path.parent / f".{path.name}.{os.getppid()}.efgh.tmp"  # another save, still running
+    alive.write_bytes(b"in progress")
+    save_checkpoint(path, model, optimizer)
+    assert not dead.exists() and alive.exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, alive.name])

@@ -119,3 +119,54 @@ def test_unreachable_uncached_url_is_a_clear_error(tmp_path):
     url = f"http://127.0.0.1:{port}/x.txt"
     with pytest.raises(ConnectionError, match=r"could not download .*x\.txt.*not cached.*local path"):
         load_text(url, cache_dir=tmp_path / "cache")
+
+
+class TroubleHandler(http.server.BaseHTTPRequestHandler):
+    """Serves the ways a download goes wrong: /cut (a connection cut short), /html (a page sent with status
+    200), /latin1 (text that is not UTF-8)."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body, kind, promised = {
+            "/cut": (b"The first half of a spee", "text/plain", 100),
+            "/html": (b"<html><body>Sorry, this page moved.</body></html>", "text/html; charset=utf-8", None),
+            "/latin1": ("Caf\u00e9 society".encode("latin-1"), "text/plain", None),
+        }[self.path]
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(promised or len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        self.close_connection = True
+
+
+@pytest.fixture
+def troubled_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TroubleHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    "path, error, message",
+    [("/cut", ConnectionError, "could not download .*IncompleteRead|stopped after"),
+     ("/html", ValueError, r"sent a web page \(text/html\), not plain text"),
+     ("/latin1", ValueError, "is not UTF-8 text")],
+)  # fmt: skip
+def test_a_bad_download_is_a_clear_error_and_is_never_cached(troubled_server, tmp_path, path, error, message):
+    cache = tmp_path / "cache"
+    with pytest.raises(error, match=message):
+        load_text(troubled_server + path, cache_dir=cache)
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["http://", "https://exa mple.com/x.txt", "http://[::1/x.txt"])
+def test_a_malformed_url_is_a_one_line_error(tmp_path, url):
+    with pytest.raises((ValueError, ConnectionError)) as error:
+        load_text(url, cache_dir=tmp_path / "cache")
+    assert "\n" not in str(error.value) and url in str(error.value)

@@ -84,7 +84,8 @@ def test_ids_outside_the_vocabulary_are_a_clear_error(embedding, bad_id):
     [
         (torch.tensor([1, 2, 3]), r"got shape \(3,\).*unsqueeze\(0\)"),
         (torch.zeros(2, 3, 4, dtype=torch.long), r"got shape \(2, 3, 4\)"),
-        (torch.tensor([[1.0, 2.0]]), "dtype torch.float32"),
+        (torch.tensor([[1.0, 2.0]]), r"token ids must be integers \(torch.long\), got dtype torch.float32"),
+        (torch.tensor([[1, 2]], dtype=torch.int16), r"token ids must be integers \(torch.long\), got dtype torch.int16"),
         ([[1, 2, 3]], r"got a list.*torch.tensor"),
     ],
 )

@@ -81,8 +81,20 @@ def test_moving_the_sliders_shows_the_plain_functions_numbers(model, temperature
     assert explorer.update() == expected
     assert bytes(explorer.image.value).startswith(b"\x89PNG")
     text = repr(explorer)
-    assert f"temperature={temperature}" in text and all(f"{p:.3f}" in text for _, p in expected)
+    assert f"temperature {temperature:.3g}" in text and all(f"{p:.3f}" in text for _, p in expected)
     assert explorer._repr_mimebundle_()["text/plain"] == text
+
+
+def test_the_explorer_writes_slider_values_as_a_person_would_and_draws_sharp_images(model):
+    explorer = SamplingExplorer(model, TOKENIZER, PROMPT, k=6)
+    explorer.top_p.value = 0.9000000000000001  # what a browser's slider sends back
+    text = repr(explorer)
+    assert "top_p 0.9" in text and "0.9000000000000001" not in text
+    title = explorer.figure.axes[0].get_title()
+    assert "top_p 0.9" in title and "0.9000000000000001" not in title
+    png = bytes(explorer.image.value)
+    width = int.from_bytes(png[16:20], "big")  # the PNG header's image width
+    assert explorer.image.layout.width == f"{width // 2}px"  # twice as many pixels as it is shown wide
 
 
 def test_filters_visibly_cut_the_bars(model):
@@ -127,6 +139,13 @@ def test_the_attention_viewer_shows_the_picked_layer_and_head(model):
     assert torch.equal(viewer.update(0, 1), weights[0, 0, 1])
     assert "layer 0, head 1" in repr(viewer)
     assert repr(viewer).endswith(f"{viewer.tokens[-1]!r} {weights[0, 0, 1, -1, -1]:.2f}")
+
+
+def test_a_long_prompt_still_fits_on_the_screen():
+    set_seed(0)
+    long_context = GPTModel(GPTConfig(vocab_size=128, context_length=40, emb_dim=16, n_heads=2, n_layers=1))
+    viewer = AttentionViewer(long_context, TOKENIZER, "x" * 40)  # 40 tokens: 14 inches at 0.3 per token
+    assert len(viewer.tokens) == 40 and viewer.figure.get_figheight() == 7.0
 
 
 def test_the_widgets_need_a_prompt(model):

@@ -67,7 +67,7 @@ def hub_layout(hf) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_tiny_gpt2_logits_match(attn):
     hf = tiny_hf(attn=attn)
-    ours = from_hf_gpt2(hf.state_dict())
+    ours = from_hf_gpt2(hf)
     assert not ours.training
     for seq in (1, 2, 9, 24):
         ids = torch.randint(0, 101, (3, seq), generator=torch.Generator().manual_seed(seq))
@@ -76,7 +76,7 @@ def test_tiny_gpt2_logits_match(attn):
 
 def test_124m_gpt2_logits_match():
     hf = hf_gpt2(seed=1)  # GPT2Config's defaults are the 124 M model
-    ours = from_hf_gpt2(hf.state_dict())
+    ours = from_hf_gpt2(hf)
     assert ours.cfg == GPTConfig.gpt2_small(tie_weights=True, drop_rate=0.0)
     assert sum(p.numel() for p in ours.parameters()) == 124_439_808
     for seq in (1, 17, 128):
@@ -86,7 +86,7 @@ def test_124m_gpt2_logits_match():
 
 def test_config_is_inferred_from_the_weights():
     hf = tiny_hf()
-    cfg = from_hf_gpt2(hf.state_dict()).cfg
+    cfg = from_hf_gpt2(hf).cfg
     assert cfg == GPTConfig(
         vocab_size=101,
         context_length=24,
@@ -110,11 +110,11 @@ def test_given_config_is_used():
 
 
 def test_tied_head_is_one_tensor_and_untied_head_is_loaded():
-    tied = from_hf_gpt2(tiny_hf().state_dict())
+    tied = from_hf_gpt2(tiny_hf())
     assert tied.out_head.weight is tied.embedding.token_embedding.weight
     hf = tiny_hf(tie_word_embeddings=False)
     assert not torch.equal(hf.lm_head.weight, hf.transformer.wte.weight)
-    untied = from_hf_gpt2(hf.state_dict())
+    untied = from_hf_gpt2(hf)
     assert not untied.cfg.tie_weights
     assert untied.out_head.weight is not untied.embedding.token_embedding.weight
     assert max_logit_diff(untied, hf, torch.randint(0, 101, (2, 10))) <= TOL
@@ -125,7 +125,7 @@ def test_tied_head_is_one_tensor_and_untied_head_is_loaded():
 
 def test_export_is_gpt2_state_dict_exactly():
     hf = tiny_hf()
-    exported = to_hf_gpt2(from_hf_gpt2(hf.state_dict()))
+    exported = to_hf_gpt2(from_hf_gpt2(hf))
     expected = hf.state_dict()
     assert set(exported) == set(expected)
     for key, value in expected.items():
@@ -140,7 +140,7 @@ def test_export_then_reimport_is_exact():
     with torch.no_grad():
         for parameter in ours.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
-    back = from_hf_gpt2(to_hf_gpt2(ours))
+    back = from_hf_gpt2(to_hf_gpt2(ours), cfg)
     assert back.cfg == cfg
     original, reloaded = ours.state_dict(), back.state_dict()
     assert set(original) == set(reloaded)
@@ -170,7 +170,7 @@ def test_exported_course_model_runs_in_transformers():
 
 
 def test_export_does_not_share_memory_with_the_model():
-    ours = from_hf_gpt2(tiny_hf().state_dict())
+    ours = from_hf_gpt2(tiny_hf())
     exported = to_hf_gpt2(ours)
     exported["transformer.wte.weight"].zero_()
     assert ours.embedding.token_embedding.weight.abs().sum() > 0
@@ -183,6 +183,7 @@ def test_safetensors_file_in_the_hub_layout(tmp_path):
     hf = tiny_hf()
     path = tmp_path / "model.safetensors"
     safetensors_torch.save_file(hub_layout(hf), str(path))
+    (tmp_path / "config.json").write_text(json.dumps(hf.config.to_dict()))
     ours = from_hf_gpt2(path)
     assert ours.cfg.tie_weights and ours.cfg.n_layers == 3
     assert max_logit_diff(ours, hf, torch.randint(0, 101, (2, 24))) <= TOL
@@ -192,7 +193,7 @@ def test_safetensors_file_in_the_hub_layout(tmp_path):
 def test_config_json_beside_the_file_gives_the_heads(tmp_path):
     hf = tiny_hf(n_embd=32, n_head=4)
     safetensors_torch.save_file(hub_layout(hf), str(tmp_path / "model.safetensors"))
-    with pytest.raises(ValueError, match="cannot infer the number of heads"):
+    with pytest.raises(ValueError, match="do not say how many heads their width 32 is split into"):
         from_hf_gpt2(tmp_path / "model.safetensors")
     (tmp_path / "config.json").write_text(json.dumps(hf.config.to_dict()))
     ours = from_hf_gpt2(tmp_path / "model.safetensors")
@@ -294,5 +295,31 @@ def test_untied_weights_into_a_tied_config_are_refused():
 def test_missing_weights_are_named():
     weights = tiny_hf().state_dict()
     del weights["transformer.ln_f.bias"], weights["transformer.h.1.mlp.c_fc.weight"]
+    cfg = GPTConfig(vocab_size=101, context_length=24, emb_dim=128, n_heads=2, n_layers=3, qkv_bias=True, tie_weights=True)
     with pytest.raises(ValueError, match=r"lacks weights for 2 parameters.*blocks\.1\.ff\.layers\.0\.weight"):
-        from_hf_gpt2(weights)
+        from_hf_gpt2(weights, cfg)
+
+
+def test_a_round_trip_keeps_the_heads_or_refuses_to_guess_them():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=101, context_length=24, emb_dim=128, n_heads=4, n_layers=2, qkv_bias=True, drop_rate=0.0)
+    ours = GPTModel(cfg).eval()
+    exported = to_hf_gpt2(ours)
+    with pytest.raises(ValueError, match="do not say how many heads their width 128 is split into"):
+        from_hf_gpt2(exported)  # 4 heads of 32 would come back as 2 heads of 64: refused, not guessed
+    back = from_hf_gpt2(exported, cfg)
+    ids = torch.randint(0, 101, (2, 24))
+    with torch.no_grad():
+        assert torch.equal(back(ids), ours(ids))
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=101, n_positions=24, n_embd=128, n_layer=2,
+                                                              n_head=4, tie_word_embeddings=False)).eval()  # fmt: skip
+    hf.load_state_dict(exported)
+    assert from_hf_gpt2(hf).cfg.n_heads == 4  # the model itself knows its heads
+
+
+def test_weights_the_conversion_would_not_use_are_refused():
+    hf = tiny_hf()
+    weights = hf.state_dict()
+    weights["transformer.h.0.attn.rotary.inv_freq"] = torch.ones(4)  # something GPT-2 has no place for
+    with pytest.raises(ValueError, match=r"1 weights the course's model has no place for.*rotary"):
+        from_hf_gpt2(weights, from_hf_gpt2(hf).cfg)

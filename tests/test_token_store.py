@@ -174,3 +174,15 @@ def test_cli_streams_large_corpora_from_the_token_file(tmp_path, monkeypatch, ca
     _, checkpoint = load_checkpoint(tmp_path / "m.pt")
     assert checkpoint["training"]["history"]["global_step"] == sources[0][1] // 4
     assert "Trained for" in capsys.readouterr().out
+
+
+def test_a_cached_file_with_damaged_ids_is_detected_and_rebuilt(tmp_path, tokenizer):
+    first = cached_token_file(TRICKY, "tricky", tokenizer, cache_dir=tmp_path)
+    data = bytearray(first.path.read_bytes())
+    data[HEADER_BYTES + 10] ^= 0xFF  # one flipped byte in the ids: same size, same header
+    first.path.write_bytes(bytes(data))
+    with pytest.raises(TokenFileError, match="ids in .* were damaged"):
+        read_token_file(first.path, verify_ids=True)
+    assert read_token_file(first.path) == first  # the quick check (header and size) cannot see it
+    again = cached_token_file(TRICKY, "tricky", tokenizer, cache_dir=tmp_path)
+    assert again.tokens().tolist() == encode_text(tokenizer, TRICKY)  # rewritten, not reused

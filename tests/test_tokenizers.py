@@ -2,6 +2,9 @@
 
 import hashlib
 import importlib.resources
+import os
+import subprocess
+import sys
 
 import pytest
 import tiktoken
@@ -213,3 +216,19 @@ def test_disabled_tiktoken_cache_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
     with pytest.raises(RuntimeError, match="TIKTOKEN_CACHE_DIR"):
         install_gpt2_tables()
+
+
+def test_a_folder_in_the_way_of_the_cache_is_a_clear_error_and_import_still_works(offline_fresh_cache, tmp_path):
+    cache_files(offline_fresh_cache)["vocab.bpe"].mkdir(parents=True)  # a folder where tiktoken's file belongs
+    with pytest.raises(RuntimeError, match="in the way of tiktoken's cache.*remove it, or set TIKTOKEN_CACHE_DIR"):
+        gpt2_tokenizer()
+    env = dict(os.environ, TIKTOKEN_CACHE_DIR=str(offline_fresh_cache))
+    result = subprocess.run([sys.executable, "-c", "import llm_course; print('imported')"], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0 and "imported" in result.stdout, result.stderr
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    env["TIKTOKEN_CACHE_DIR"] = str(blocked)
+    result = subprocess.run([sys.executable, "-c", "import llm_course; llm_course.gpt2_tokenizer()"], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 1 and "a file where its folder belongs" in result.stderr

@@ -51,7 +51,7 @@ def test_course_defaults_train_every_position_of_the_context():
     assert (defaults.lr, defaults.weight_decay, defaults.betas, defaults.batch_size) == (5e-4, 0.1, (0.9, 0.95), 8)
     # Windows as long as the course model's context (64), side by side: every position gets trained.
     assert (defaults.max_length, defaults.stride) == (64, None)
-    assert (defaults.num_epochs, defaults.train_ratio, defaults.precision, defaults.accumulate_steps) == (3, 0.9, "fp32", 1)
+    assert (defaults.num_epochs, defaults.train_ratio, defaults.precision, defaults.accumulate_steps) == (6, 0.9, "fp32", 1)
 
 
 @pytest.mark.parametrize(
@@ -153,7 +153,7 @@ def test_a_split_too_short_for_one_window_gets_a_clear_error():
     with pytest.raises(ValueError, match=r"validation split \(30 of 300 tokens.*one window needs"):
         loaders(max_length=32)
     with pytest.raises(ValueError, match="train_ratio"):
-        create_train_val_loaders(IDS, train_ratio=1.0)
+        create_train_val_loaders(IDS, batch_size=4, max_length=8, train_ratio=1.0)
 
 
 def test_the_optimizer_decays_weight_matrices_only():
@@ -295,3 +295,14 @@ def test_bits_per_byte_converts_a_loss_per_token():
     assert bits_per_byte(math.log(256), 1, 1) == pytest.approx(8.0)  # a uniform guess over the 256 byte values
     with pytest.raises(ValueError, match="num_bytes"):
         bits_per_byte(1.0, 10, 0)
+
+
+def test_a_diverging_run_stops_with_a_clear_error_before_anything_saves_its_weights():
+    set_seed(0)
+    model = GPTModel(CFG)
+    cfg = config(lr=1e6, num_epochs=5, start_context=None)
+    events = []
+    with pytest.raises(ValueError, match=r"training diverged: the loss became nan at step \d+ .*lower the learning rate"):
+        train_model(model, *loaders(), configure_optimizer(model, cfg), cfg, callbacks=[events.append], progress=False)
+    assert not any(event["event"] == "train_end" for event in events)
+    assert all(math.isfinite(event["loss"]) for event in events if event["event"] == "step")  # no step event for NaN
