@@ -128,6 +128,9 @@ def causal_attention(
     if queries.shape[-2] == keys.shape[-2]:
         # A square causal mask is what is_causal=True applies, and it lets the kernel skip the future.
         return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p, is_causal=True)
+    if not mask.any():
+        # Every query may see every key (e.g. one new token after a key/value cache): no mask to apply.
+        return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p)
     # PyTorch's boolean attn_mask marks the keys a query may see: the opposite of ours.
     return F.scaled_dot_product_attention(queries, keys, values, attn_mask=~mask, dropout_p=dropout_p)
 
