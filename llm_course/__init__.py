@@ -61,6 +61,7 @@ from .checkpoints import (
     MODELS_DIR,
     CheckpointError,
     capture_rng_state,
+    check_checkpoint_location,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
