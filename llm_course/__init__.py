@@ -10,6 +10,7 @@ from . import (
     bpe,
     checkpoints,
     classification,
+    classifier_cli,
     classroom,
     cpu_memory,
     data,
@@ -89,6 +90,7 @@ from .classification import (
     set_trainable_layers,
     sotu_paragraphs,
 )
+from .classifier_cli import train_classifier
 from .classroom import (
     SubmissionResult,
     grade_notebook,
@@ -248,7 +250,7 @@ LESSONS = (
     classification, lora,  # chapter 6
     instructions,  # chapter 7
 )  # fmt: skip
-TOOLS = (diagrams, exercises, classroom, progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed)
+TOOLS = (diagrams, exercises, classroom, classifier_cli, progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed)
 MODULES = LESSONS + TOOLS
 __all__ = [name for module in MODULES for name in module.__all__]
 CHAPTER_OF = {name: getattr(module, "CHAPTERS", {}).get(name, module.CHAPTER) for module in MODULES for name in module.__all__}
