@@ -8,6 +8,7 @@ public name of the package to its chapter.
 from . import (
     attention,
     bpe,
+    chat,
     checkpoints,
     classification,
     classifier_cli,
@@ -67,6 +68,7 @@ from .checkpoints import (
     restore_rng_state,
     save_checkpoint,
 )
+from .chat import InstructionChat, chat_loop, eos_id_of, instruct_train
 from .classification import (
     POOLINGS,
     SOTU_LABELS,
@@ -250,7 +252,10 @@ LESSONS = (
     classification, lora,  # chapter 6
     instructions,  # chapter 7
 )  # fmt: skip
-TOOLS = (diagrams, exercises, classroom, classifier_cli, progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed)
+TOOLS = (
+    diagrams, exercises, classroom, progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed,
+    classifier_cli, chat,
+)  # fmt: skip
 MODULES = LESSONS + TOOLS
 __all__ = [name for module in MODULES for name in module.__all__]
 CHAPTER_OF = {name: getattr(module, "CHAPTERS", {}).get(name, module.CHAPTER) for module in MODULES for name in module.__all__}

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from . import classifier_cli, classroom
+from . import chat, classifier_cli, classroom
 from .checkpoints import MODELS_DIR, load_checkpoint
 from .cpu_memory import reuse_freed_memory
 from .data import CORPUS_SIZES
@@ -95,7 +95,7 @@ TRAINING_OPTIONS: dict[str, tuple[str, Callable | None, str]] = {
 FLAG_OF = {name: flag for flag, (name, _, _) in TRAINING_OPTIONS.items()}
 
 # Commands that live next to the code they run: each module has COMMANDS, add_commands(subparsers) and run(args).
-COMMAND_MODULES = (classroom, classifier_cli)
+COMMAND_MODULES = (classroom, classifier_cli, chat)
 
 
 def _add_training_options(train: argparse.ArgumentParser) -> None:
