@@ -8,6 +8,7 @@ public name of the package to its chapter.
 from . import (
     attention,
     bpe,
+    chat,
     checkpoints,
     classification,
     classifier_cli,
@@ -62,10 +63,12 @@ from .checkpoints import (
     MODELS_DIR,
     CheckpointError,
     capture_rng_state,
+    check_checkpoint_location,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
+from .chat import InstructionChat, chat_loop, eos_id_of, instruct_train
 from .classification import (
     POOLINGS,
     SOTU_LABELS,
@@ -249,7 +252,10 @@ LESSONS = (
     classification, lora,  # chapter 6
     instructions,  # chapter 7
 )  # fmt: skip
-TOOLS = (diagrams, exercises, classroom, classifier_cli, progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed)
+TOOLS = (
+    diagrams, exercises, classroom, progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed,
+    classifier_cli, chat,
+)  # fmt: skip
 MODULES = LESSONS + TOOLS
 __all__ = [name for module in MODULES for name in module.__all__]
 CHAPTER_OF = {name: getattr(module, "CHAPTERS", {}).get(name, module.CHAPTER) for module in MODULES for name in module.__all__}

@@ -20,15 +20,16 @@ import textwrap
 from typing import Callable, Sequence
 
 import torch
+from torch import nn
 
-from . import classifier_cli, classroom
+from . import chat, classifier_cli, classroom
 from .checkpoints import MODELS_DIR, load_checkpoint
 from .cpu_memory import reuse_freed_memory
 from .data import CORPUS_SIZES
 from .distributed import close_distributed
 from .generation import generate_stream, text_to_token_ids
-from .gpt2_bpe import gpt2_tokenizer
-from .pipeline import DEFAULT_OUTPUT, MODEL_SIZES, PROG, pretrain, resumed_config
+from .model import GPTModel
+from .pipeline import DEFAULT_OUTPUT, MODEL_SIZES, PRESETS, PROG, pretrain, resumed_config, tokenizer_named
 from .training import PRECISIONS, TrainingConfig
 from .utils import get_device
 
@@ -91,9 +92,11 @@ TRAINING_OPTIONS: dict[str, tuple[str, Callable | None, str]] = {
                              "less memory, about a third more compute"),
 }  # fmt: skip
 FLAG_OF = {name: flag for flag, (name, _, _) in TRAINING_OPTIONS.items()}
+# --tokenizer choices -> the names checkpoints record (pipeline.tokenizer_named)
+TOKENIZERS = {"gpt2": "gpt2", "course": "course-bpe-4096"}
 
 # Commands that live next to the code they run: each module has COMMANDS, add_commands(subparsers) and run(args).
-COMMAND_MODULES = (classroom, classifier_cli)
+COMMAND_MODULES = (classroom, classifier_cli, chat)
 
 
 def _add_training_options(train: argparse.ArgumentParser) -> None:
@@ -141,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="train on this UTF-8 text file or URL instead of the corpus")  # fmt: skip
     train.add_argument("--model-size", choices=list(MODEL_SIZES), default=argparse.SUPPRESS,
                        help="model size, see below (default: course)")  # fmt: skip
+    train.add_argument("--tokenizer", choices=list(TOKENIZERS), default=argparse.SUPPRESS,
+                       help="gpt2: GPT-2's 50,257 tokens; course: the course's 4,096 tokens learned from the corpus, "
+                       "about 20%% more tokens per word but a 12 times smaller output layer (default: gpt2)")  # fmt: skip
+    train.add_argument("--preset", choices=list(PRESETS), help="a named run: base trains the best base model the "
+                       "course can in about 30 minutes on 2 CPU cores, into models/base.pt (chapters 6 and 7 use it); "
+                       "options typed with it still apply")  # fmt: skip
     _add_training_options(train)
     train.add_argument(
         "--resume",
@@ -197,22 +206,34 @@ def _with_flags(message: str) -> str:
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     typed = {name: getattr(args, name) for name in FLAG_OF if hasattr(args, name)}
     run = {name: getattr(args, name) for name in ("model_size", "corpus", "text", "output") if hasattr(args, name)}
+    if hasattr(args, "tokenizer"):
+        run["tokenizer"] = TOKENIZERS[args.tokenizer]
     resume = None
+    if args.resume and args.preset:
+        parser.error("--preset starts a new run; leave it out with --resume, which continues the run's own settings")
     if args.resume:
         resume = load_checkpoint(args.resume)  # read once; fails early, with a clear message, on a bad file
         try:
             config = resumed_config(resume[1], typed, args.resume)
         except ValueError as err:
             raise ValueError(_with_flags(str(err))) from err
-        stored_run = resume[1]["training"]["run"]
-        for name in ("model_size", "corpus", "text"):
+        stored_run = {"tokenizer": "gpt2", **resume[1]["training"]["run"]}  # older runs did not record GPT-2's
+        if stored_run["model_size"] not in MODEL_SIZES:
+            raise ValueError(f"{args.resume} was trained as model size {stored_run['model_size']!r}, which this version "
+                             f"of the course does not have ({', '.join(MODEL_SIZES)}): resume it with the version "
+                             "that wrote it")  # fmt: skip
+        for name in ("model_size", "corpus", "text", "tokenizer"):
             if name in run and run[name] != stored_run[name]:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} {run[name]} differs from the resumed run's {stored_run[name]}: leave it "
                                  "out, or start a new run without --resume")  # fmt: skip
         run = {**stored_run, "output": run.get("output", stored_run["output"])}
     else:
-        run = {"model_size": "course", "corpus": "small", "text": None, "output": DEFAULT_OUTPUT, **run}
+        if args.preset:
+            typed = {**PRESETS[args.preset]["training"], **typed}
+            run = {**PRESETS[args.preset]["run"], **run}
+        run = {"model_size": "course", "corpus": "small", "text": None, "output": DEFAULT_OUTPUT, "tokenizer": "gpt2",
+               **run}  # fmt: skip
         model_context = MODEL_SIZES[run["model_size"]][1]().context_length
         typed.setdefault("max_length", model_context)
         if typed["max_length"] > model_context:
@@ -234,15 +255,28 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         device=args.device,
         final_sample_tokens=args.max_new_tokens,
         quiet=args.quiet,
+        tokenizer=run["tokenizer"],
     )
+
+
+def _fit_vocabulary(model: GPTModel, tokenizer_size: int) -> None:
+    """Keep only the output rows of token ids the tokenizer has. A vocabulary padded for speed (50,304 rows for
+    GPT-2's 50,257 tokens) then never yields an id that cannot be decoded, and every real token's score stays
+    exactly what it was."""
+    weight = model.out_head.weight
+    if weight.shape[0] > tokenizer_size:
+        model.out_head = nn.Linear(weight.shape[1], tokenizer_size, bias=False, device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            model.out_head.weight.copy_(weight[:tokenizer_size])
 
 
 def _generate(args: argparse.Namespace) -> None:
     device = get_device(args.device)
-    model, _ = load_checkpoint(args.checkpoint, device=device)
+    model, checkpoint = load_checkpoint(args.checkpoint, device=device)
     if args.precision == "bf16":
         model = model.to(torch.bfloat16)
-    tokenizer = gpt2_tokenizer()
+    tokenizer = tokenizer_named(checkpoint.get("tokenizer", "gpt2"))  # the one the model was trained with
+    _fit_vocabulary(model, tokenizer.n_vocab)
     sampling = args.top_k is not None or args.top_p is not None
     temperature = args.temperature if args.temperature is not None else (1.0 if sampling else 0.0)
     if temperature == 0 and sampling:
@@ -251,6 +285,8 @@ def _generate(args: argparse.Namespace) -> None:
     generator = None if args.seed is None else torch.Generator().manual_seed(args.seed)
     ids = text_to_token_ids(args.prompt, tokenizer)
     out = sys.stdout
+    if hasattr(out, "reconfigure"):  # a console that cannot show a character (cp1252) shows "?" instead
+        out.reconfigure(errors="replace")
     out.write(args.prompt)
     out.flush()
     # Tokens may split a character's UTF-8 bytes: decode the bytes incrementally, so each piece prints whole.
@@ -284,6 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _train(args, parser)
         else:
             _generate(args)
+    except BrokenPipeError:
+        # The reader went away (`llm-course generate ... | head`): it has what it wanted. Point stdout at
+        # /dev/null so that Python's final flush does not complain about the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, OSError, RuntimeError) as err:
         # Our errors say what to do; a traceback would only hide that. CheckpointError is a ValueError;
         # FileNotFoundError, PermissionError and ConnectionError are OSErrors.

@@ -7,7 +7,10 @@ import sys
 import pytest
 
 from llm_course import (
+    TrainingConfig,
+    course_tokenizer,
     create_train_val_loaders,
+    fine_tuning_base,
     generate,
     gpt2_tokenizer,
     load_checkpoint,
@@ -15,7 +18,10 @@ from llm_course import (
     text_to_token_ids,
     token_ids_to_text,
 )
+from llm_course import cli
+from llm_course.checkpoints import MODELS_DIR
 from llm_course.cli import MODEL_SIZES, main
+from llm_course.pipeline import BASE_PRESET_NAME, PRESETS, QUICK_BASE_ENV
 
 TINY_RUN = "train --corpus tiny --model-size tiny --epochs 1 --eval-freq 4 --eval-iter 2 --max-new-tokens 8"
 TINY_RUN = (TINY_RUN + " --context-length 16").split()
@@ -80,6 +86,52 @@ def test_train_on_a_text_file_into_a_chosen_checkpoint_path(tmp_path, capsys):
     assert "step " not in out and "training:" not in err  # --quiet: no evaluation lines, no progress bar
 
 
+def test_the_course_tokenizer_trains_is_recorded_and_decodes_generate_and_a_resume_keeps_it(tmp_path, capsys):
+    target = tmp_path / "course.pt"
+    options = "--corpus tiny --model-size tiny --epochs 1 --context-length 16 --eval-freq 50 --max-new-tokens 3 --quiet"
+    assert main(["train", "--tokenizer", "course", "--output", str(target), *options.split()]) == 0
+    model, checkpoint = load_checkpoint(target)
+    assert checkpoint["tokenizer"] == checkpoint["training"]["run"]["tokenizer"] == "course-bpe-4096"
+    tokenizer = course_tokenizer()
+    assert model.cfg.vocab_size == tokenizer.n_vocab == 4096
+    ids = tokenizer.encode(load_corpus("tiny"))
+    train_loader, _ = create_train_val_loaders(ids, batch_size=8, max_length=16)  # windows of the course's tokens
+    assert checkpoint["training"]["history"]["global_step"] == len(train_loader)
+    capsys.readouterr()
+
+    assert main(["generate", "--checkpoint", str(target), "--prompt", "The people", "--max-new-tokens", "6"]) == 0
+    expected = token_ids_to_text(generate(model, text_to_token_ids("The people", tokenizer), 6), tokenizer)
+    assert capsys.readouterr().out.rstrip("\n") == expected  # decoded with the checkpoint's tokenizer
+
+    assert main(["train", "--resume", str(target), "--tokenizer", "gpt2", "--quiet"]) == 1
+    assert "--tokenizer gpt2 differs from the resumed run's course-bpe-4096" in capsys.readouterr().err
+
+
+def test_preset_base_sets_the_run_and_typed_options_still_apply(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(cli, "pretrain", lambda config, **run: calls.append((config, run)))
+    assert main(["train", "--preset", "base"]) == 0
+    assert main(["train", "--preset", "base", "--max-steps", "7", "--tokenizer", "gpt2", "--corpus", "small"]) == 0
+    (preset, preset_run), (typed, typed_run) = calls
+    assert preset_run["model_size"] == "base" and preset_run["corpus"] == "full"
+    assert preset_run["tokenizer"] == "course-bpe-4096" and preset_run["output"] == MODELS_DIR / BASE_PRESET_NAME
+    assert preset == TrainingConfig(**PRESETS["base"]["training"]) and preset.max_length == 128
+    assert typed.max_steps == 7 and typed.lr == preset.lr and typed.min_lr == preset.min_lr
+    assert typed_run["tokenizer"] == "gpt2" and typed_run["corpus"] == "small" and typed_run["model_size"] == "base"
+
+
+def test_a_small_preset_base_run_is_the_base_that_fine_tuning_uses(tmp_path, monkeypatch):
+    monkeypatch.delenv(QUICK_BASE_ENV, raising=False)
+    options = "--model-size tiny --corpus tiny --context-length 16 --max-steps 2 --warmup-steps 0 --eval-iter 1"
+    options += " --max-new-tokens 2"
+    options += f" --output {tmp_path / BASE_PRESET_NAME} --quiet"
+    assert main(["train", "--preset", "base", *options.split()]) == 0
+    model, tokenizer, description = fine_tuning_base(models_dir=tmp_path)
+    assert tokenizer.name == "course-bpe-4096" and model.cfg.vocab_size == 4096
+    assert "preset base model" in description
+
+
 def test_python_dash_m_runs_the_same_command():
     result = subprocess.run([sys.executable, "-m", "llm_course", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "train" in result.stdout and "generate" in result.stdout
@@ -87,6 +139,7 @@ def test_python_dash_m_runs_the_same_command():
 
 TRAIN_OPTIONS = "--corpus --text --epochs --batch-size --context-length --stride --model-size --lr --device --seed"
 TRAIN_OPTIONS += " --output --eval-freq --eval-iter --weight-decay --train-ratio --prompt --max-new-tokens --quiet"
+TRAIN_OPTIONS += " --tokenizer --preset"
 GENERATE_OPTIONS = "--checkpoint --prompt --max-new-tokens --temperature --top-k --top-p --seed --device"
 
 
@@ -119,6 +172,9 @@ def test_help_describes_every_option(command, options, capsys):
         ["train", "--device", "tpu"],
         ["train", "--corpus", "tiny", "--text", "mine.txt"],
         ["train", "--prompt", ""],
+        ["train", "--tokenizer", "bert"],
+        ["train", "--preset", "huge"],
+        ["train", "--preset", "base", "--resume", "models/gpt-course.pt"],
         ["generate"],
         ["generate", "--prompt", ""],
         ["generate", "--prompt", "x", "--top-p", "0"],
