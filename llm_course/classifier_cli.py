@@ -102,7 +102,7 @@ def train_classifier(
     data = load_classification_csv(csv_path, val_fraction, test_fraction, balance, seed=config.seed, verbose=not quiet)
     if base is None:
         model, tokenizer, description = fine_tuning_base(models_dir, log=log)
-        tokenizer_name = "gpt2"
+        tokenizer_name = tokenizer.name  # "gpt2" or "course-bpe-4096": what tokenizer_named reads back
     else:
         model, checkpoint = load_checkpoint(base)
         tokenizer_name = checkpoint.get("tokenizer", "gpt2")
