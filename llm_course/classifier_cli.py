@@ -26,6 +26,7 @@ from .classification import (
     classification_accuracy,
     classification_loss,
     classify_texts,
+    count_trainable_parameters,
     load_classification_csv,
     majority_baseline,
     make_classifier,
@@ -35,7 +36,7 @@ from .lora import add_lora, merge_lora
 from .model import GPTModel
 from .pipeline import PROG, fine_tuning_base, tokenizer_named
 from .tokenizers import encode_text
-from .training import TrainingConfig, train_model
+from .training import TrainingConfig, configure_optimizer, train_model
 from .utils import get_device, set_seed
 
 # The command-line plumbing (COMMANDS, add_commands, run) stays in this module, like cli.py's and classroom.py's.
@@ -101,7 +102,7 @@ def train_classifier(
     data = load_classification_csv(csv_path, val_fraction, test_fraction, balance, seed=config.seed, verbose=not quiet)
     if base is None:
         model, tokenizer, description = fine_tuning_base(models_dir, log=log)
-        tokenizer_name = "gpt2"
+        tokenizer_name = tokenizer.name  # "gpt2" or "course-bpe-4096": what tokenizer_named reads back
     else:
         model, checkpoint = load_checkpoint(base)
         tokenizer_name = checkpoint.get("tokenizer", "gpt2")
@@ -114,10 +115,9 @@ def train_classifier(
         add_lora(model, rank=lora_rank, alpha=lora_alpha)
     else:
         set_trainable_layers(model, layers)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable = count_trainable_parameters(model)
     loaders = create_classification_loaders(data, tokenizer, max_length, config.batch_size, config.seed, not quiet)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay, betas=config.betas)  # fmt: skip
+    optimizer = configure_optimizer(model, config)  # over the trainable parameters only
     started = time.perf_counter()
     history = train_model(model, loaders[0], loaders[1], optimizer, config, loss_fn=classification_loss,
                           progress=not quiet)  # fmt: skip
