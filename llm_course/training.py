@@ -154,6 +154,14 @@ def next_token_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) 
 LossFunction = Callable[[nn.Module, Any], torch.Tensor]
 
 
+def batch_tokens(batch: Any) -> int:
+    """The input tokens of a batch: an (inputs, targets) pair, or a dict of tensors whose keys ending in
+    "inputs" hold them (chapter 7's preference batches: chosen_inputs and rejected_inputs)."""
+    if isinstance(batch, dict):
+        return sum(value.numel() for key, value in batch.items() if key.endswith("inputs"))
+    return batch[0].numel()
+
+
 def calc_loss_loader(
     data_loader: DataLoader, model: nn.Module, num_batches: int | None = None, loss_fn: LossFunction = next_token_loss
 ) -> float:
@@ -476,7 +484,7 @@ def train_model(
                 )
             # Where the loop stands, before any callback sees it (a checkpoint saved then resumes exactly).
             history.global_step += 1
-            history.total_tokens += sum(batch[0].numel() for batch in batches) * world_size
+            history.total_tokens += sum(batch_tokens(batch) for batch in batches) * world_size
             history.batch_in_epoch += len(batches)
             epoch_done = history.batch_in_epoch == steps_per_epoch * config.accumulate_steps
             if epoch_done:

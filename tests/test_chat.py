@@ -145,3 +145,20 @@ def test_the_widget_answers_and_lists_its_history():
     chat.instruction.value, chat.input.value = "Add the two numbers.", "1 + 1"
     chat.button.click()  # the button answers the boxes and clears the input
     assert chat.history[-1][:2] == ("Add the two numbers.", "1 + 1") and chat.input.value == ""
+
+
+def test_dpo_trains_through_the_one_training_loop_and_counts_both_responses():
+    from llm_course import (TrainingConfig, configure_optimizer, create_preference_loader, dpo_loss_fn,
+                            evaluate_preferences, frozen_copy, make_preference_pairs, train_model)  # fmt: skip
+
+    policy = tiny_model()
+    reference = frozen_copy(policy)
+    pairs = make_preference_pairs(ENTRIES[:16])
+    loader = create_preference_loader(pairs, TOKENIZER, batch_size=8, shuffle=False)
+    config = TrainingConfig(num_epochs=1, lr=1e-2, eval_freq=10, eval_iter=1, start_context=None)
+    history = train_model(policy.train(), loader, loader, configure_optimizer(policy, config), config,
+                          loss_fn=dpo_loss_fn(reference), progress=False)  # fmt: skip
+    assert history.global_step == 2
+    assert history.total_tokens == sum(b["chosen_inputs"].numel() + b["rejected_inputs"].numel() for b in loader)
+    after = evaluate_preferences(policy, reference, loader)
+    assert after["loss"] < 0.693 and after["reward_margin"] > 0
