@@ -357,9 +357,9 @@ BASE_PRESET_NAME = "base.pt"  # the best base model the course trains (`llm-cour
 # `llm-course train --preset NAME`: a named run's settings; the options typed with it still apply.
 # "base": the base model chapters 6 and 7 fine-tune, sized for about 30 minutes on 2 idle CPU cores. The course
 # tokenizer makes the output layer 12 times smaller than GPT-2's, so the compute goes into 4 blocks and a context
-# of 128. One step of 16 x 128 tokens measured 0.98 s of single-thread CPU time, about 0.55 s on 2 cores, so
-# 3,000 steps (6.1 M tokens, about 2.4 passes over the full corpus's training split) take some 28 minutes,
-# plus evaluations.
+# of 128. In `llm-course train --preset base` one step of 16 x 128 tokens took 0.90 s of single-thread CPU time
+# (30 steps against 5, measured on a shared machine), so about 0.5 s on 2 idle cores: 3,000 steps (6.1 M tokens,
+# about 2.4 passes over the full corpus's training split) and the evaluations take some 25 to 30 minutes.
 PRESETS: dict[str, dict[str, Any]] = {
     "base": {
         "run": {"model_size": "base", "corpus": "full", "tokenizer": "course-bpe-4096",
