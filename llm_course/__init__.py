@@ -193,7 +193,7 @@ from .model import (
 )
 from .multihead_attention import MultiHeadAttentionWrapper, MultiHeadCausalAttention
 from .plotting import plot_attention, plot_attention_heads
-from .pipeline import MODEL_SIZES, RESUMABLE_OPTIONS, PretrainResult, fine_tuning_base, pretrain, tokenizer_named
+from .pipeline import MODEL_SIZES, PRESETS, RESUMABLE_OPTIONS, PretrainResult, fine_tuning_base, pretrain, tokenizer_named
 from .progress import ProgressBar
 from .token_store import (
     TokenFile,
