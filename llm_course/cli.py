@@ -28,7 +28,7 @@ from .data import CORPUS_SIZES
 from .distributed import close_distributed
 from .generation import generate_stream, text_to_token_ids
 from .gpt2_bpe import gpt2_tokenizer
-from .pipeline import DEFAULT_OUTPUT, MODEL_SIZES, PROG, pretrain, resumed_config
+from .pipeline import ARCHITECTURES, DEFAULT_OUTPUT, MODEL_SIZES, PROG, pretrain, resumed_config
 from .training import PRECISIONS, TrainingConfig
 from .utils import get_device
 
@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="train on this UTF-8 text file or URL instead of the corpus")  # fmt: skip
     train.add_argument("--model-size", choices=list(MODEL_SIZES), default=argparse.SUPPRESS,
                        help="model size, see below (default: course)")  # fmt: skip
+    train.add_argument("--architecture", choices=ARCHITECTURES, default=argparse.SUPPRESS,
+                       help="gpt2, or llama: RMSNorm, rotary embeddings, SwiGLU, grouped-query attention and no "
+                       "biases, at the same size (chapter 8) (default: gpt2)")  # fmt: skip
     _add_training_options(train)
     train.add_argument(
         "--resume",
@@ -196,7 +199,8 @@ def _with_flags(message: str) -> str:
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     typed = {name: getattr(args, name) for name in FLAG_OF if hasattr(args, name)}
-    run = {name: getattr(args, name) for name in ("model_size", "corpus", "text", "output") if hasattr(args, name)}
+    run = {name: getattr(args, name) for name in ("model_size", "architecture", "corpus", "text", "output")
+           if hasattr(args, name)}  # fmt: skip
     resume = None
     if args.resume:
         resume = load_checkpoint(args.resume)  # read once; fails early, with a clear message, on a bad file
@@ -204,15 +208,15 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             config = resumed_config(resume[1], typed, args.resume)
         except ValueError as err:
             raise ValueError(_with_flags(str(err))) from err
-        stored_run = resume[1]["training"]["run"]
-        for name in ("model_size", "corpus", "text"):
+        stored_run = {"architecture": "gpt2", **resume[1]["training"]["run"]}  # runs before chapter 8 were gpt2
+        for name in ("model_size", "architecture", "corpus", "text"):
             if name in run and run[name] != stored_run[name]:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} {run[name]} differs from the resumed run's {stored_run[name]}: leave it "
                                  "out, or start a new run without --resume")  # fmt: skip
         run = {**stored_run, "output": run.get("output", stored_run["output"])}
     else:
-        run = {"model_size": "course", "corpus": "small", "text": None, "output": DEFAULT_OUTPUT, **run}
+        run = {"model_size": "course", "architecture": "gpt2", "corpus": "small", "text": None, "output": DEFAULT_OUTPUT, **run}
         model_context = MODEL_SIZES[run["model_size"]][1]().context_length
         typed.setdefault("max_length", model_context)
         if typed["max_length"] > model_context:
@@ -227,6 +231,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     pretrain(
         config,
         model_size=run["model_size"],
+        architecture=run["architecture"],
         corpus=run["corpus"] or "small",
         text=run["text"],
         output=run["output"],
