@@ -8,8 +8,10 @@ public name of the package to its chapter.
 from . import (
     attention,
     bpe,
+    chat,
     checkpoints,
     classification,
+    classifier_cli,
     classroom,
     cpu_memory,
     data,
@@ -62,10 +64,12 @@ from .checkpoints import (
     MODELS_DIR,
     CheckpointError,
     capture_rng_state,
+    check_checkpoint_location,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
+from .chat import InstructionChat, chat_loop, eos_id_of, instruct_train
 from .classification import (
     POOLINGS,
     SOTU_LABELS,
@@ -89,6 +93,7 @@ from .classification import (
     set_trainable_layers,
     sotu_paragraphs,
 )
+from .classifier_cli import train_classifier
 from .classroom import (
     SubmissionResult,
     grade_notebook,
@@ -251,7 +256,10 @@ LESSONS = (
     classification, lora,  # chapter 6
     instructions,  # chapter 7
 )  # fmt: skip
-TOOLS = (diagrams, exercises, classroom, progress, live, explore, pipeline, gpt2_compat, llama_compat, cpu_memory, token_store, distributed)
+TOOLS = (
+    diagrams, exercises, classroom, progress, live, explore, pipeline, gpt2_compat, llama_compat, cpu_memory,
+    token_store, distributed, classifier_cli, chat,
+)  # fmt: skip
 MODULES = LESSONS + TOOLS
 __all__ = [name for module in MODULES for name in module.__all__]
 CHAPTER_OF = {name: getattr(module, "CHAPTERS", {}).get(name, module.CHAPTER) for module in MODULES for name in module.__all__}

@@ -15,6 +15,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "CheckpointError",
     "MODELS_DIR",
     "capture_rng_state",
+    "check_checkpoint_location",
     "load_checkpoint",
     "restore_rng_state",
     "save_checkpoint",
@@ -125,6 +127,30 @@ def save_checkpoint(
             os.fsync(folder)
         finally:
             os.close(folder)
+    return path
+
+
+def check_checkpoint_location(path: str | os.PathLike, expected_bytes: int = 0) -> Path:
+    """Fail now, saying what to do, if a checkpoint of about `expected_bytes` cannot be written at `path`.
+
+    A long training run calls this before its first step, so that it never ends in a file it cannot write:
+    a folder where the file should go, a folder it may not write to, or a disk without room.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: give the checkpoint a file name, such as {path / 'model.pt'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):  # the one sure test: write a file there
+            pass
+    except OSError as err:
+        raise OSError(f"cannot write a checkpoint into {path.parent} ({err.strerror or err}): choose a folder "
+                      "you can write to") from err  # fmt: skip
+    free = shutil.disk_usage(path.parent).free
+    if expected_bytes > free:
+        raise OSError(f"no space left for the checkpoint in {path.parent}: it needs about "
+                      f"{expected_bytes / 1e6:,.0f} MB and {free / 1e6:,.0f} MB are free; free some space or "
+                      "choose another folder")  # fmt: skip
     return path
 
 

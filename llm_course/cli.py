@@ -20,13 +20,15 @@ import textwrap
 from typing import Callable, Sequence
 
 import torch
+from torch import nn
 
-from . import classroom
+from . import chat, classifier_cli, classroom
 from .checkpoints import MODELS_DIR, load_checkpoint
 from .cpu_memory import reuse_freed_memory
 from .data import CORPUS_SIZES
 from .distributed import close_distributed
 from .generation import generate_stream, text_to_token_ids
+from .model import GPTModel
 from .gpt2_bpe import gpt2_tokenizer
 from .pipeline import ARCHITECTURES, DEFAULT_OUTPUT, MODEL_SIZES, PROG, pretrain, resumed_config
 from .training import PRECISIONS, TrainingConfig
@@ -93,7 +95,7 @@ TRAINING_OPTIONS: dict[str, tuple[str, Callable | None, str]] = {
 FLAG_OF = {name: flag for flag, (name, _, _) in TRAINING_OPTIONS.items()}
 
 # Commands that live next to the code they run: each module has COMMANDS, add_commands(subparsers) and run(args).
-COMMAND_MODULES = (classroom,)
+COMMAND_MODULES = (classroom, classifier_cli, chat)
 
 
 def _add_training_options(train: argparse.ArgumentParser) -> None:
@@ -209,6 +211,10 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         except ValueError as err:
             raise ValueError(_with_flags(str(err))) from err
         stored_run = {"architecture": "gpt2", **resume[1]["training"]["run"]}  # runs before chapter 8 were gpt2
+        if stored_run["model_size"] not in MODEL_SIZES:
+            raise ValueError(f"{args.resume} was trained as model size {stored_run['model_size']!r}, which this version "
+                             f"of the course does not have ({', '.join(MODEL_SIZES)}): resume it with the version "
+                             "that wrote it")  # fmt: skip
         for name in ("model_size", "architecture", "corpus", "text"):
             if name in run and run[name] != stored_run[name]:
                 flag = "--" + name.replace("_", "-")
@@ -242,12 +248,24 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _fit_vocabulary(model: GPTModel, tokenizer_size: int) -> None:
+    """Keep only the output rows of token ids the tokenizer has. A vocabulary padded for speed (50,304 rows for
+    GPT-2's 50,257 tokens) then never yields an id that cannot be decoded, and every real token's score stays
+    exactly what it was."""
+    weight = model.out_head.weight
+    if weight.shape[0] > tokenizer_size:
+        model.out_head = nn.Linear(weight.shape[1], tokenizer_size, bias=False, device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            model.out_head.weight.copy_(weight[:tokenizer_size])
+
+
 def _generate(args: argparse.Namespace) -> None:
     device = get_device(args.device)
     model, _ = load_checkpoint(args.checkpoint, device=device)
     if args.precision == "bf16":
         model = model.to(torch.bfloat16)
     tokenizer = gpt2_tokenizer()
+    _fit_vocabulary(model, tokenizer.n_vocab)
     sampling = args.top_k is not None or args.top_p is not None
     temperature = args.temperature if args.temperature is not None else (1.0 if sampling else 0.0)
     if temperature == 0 and sampling:
@@ -256,6 +274,8 @@ def _generate(args: argparse.Namespace) -> None:
     generator = None if args.seed is None else torch.Generator().manual_seed(args.seed)
     ids = text_to_token_ids(args.prompt, tokenizer)
     out = sys.stdout
+    if hasattr(out, "reconfigure"):  # a console that cannot show a character (cp1252) shows "?" instead
+        out.reconfigure(errors="replace")
     out.write(args.prompt)
     out.flush()
     # Tokens may split a character's UTF-8 bytes: decode the bytes incrementally, so each piece prints whole.
@@ -289,6 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _train(args, parser)
         else:
             _generate(args)
+    except BrokenPipeError:
+        # The reader went away (`llm-course generate ... | head`): it has what it wanted. Point stdout at
+        # /dev/null so that Python's final flush does not complain about the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, OSError, RuntimeError) as err:
         # Our errors say what to do; a traceback would only hide that. CheckpointError is a ValueError;
         # FileNotFoundError, PermissionError and ConnectionError are OSErrors.

@@ -57,7 +57,10 @@ class _Report:
     def _repr_html_(self) -> str:
         text = "<br>".join(html.escape(line) for line in self.lines)
         if self.sample is not None:
-            text += f"<br>sample:<pre style='white-space: pre-wrap'>{html.escape(self.sample)}</pre>"
+            # A young model often writes little but line breaks: mark each one, so that they do not look
+            # like an empty box.
+            sample = html.escape(self.sample).replace("\n", "<span style='color: #999'>\u21b5</span>\n")
+            text += f"<br>sample:<pre style='white-space: pre-wrap'>{sample}</pre>"
         return f"<div style='font-family: monospace'>{text}</div>"
 
 

@@ -21,12 +21,19 @@ from typing import Any, Callable
 
 import torch
 
-from .checkpoints import MODELS_DIR, CheckpointError, capture_rng_state, restore_rng_state, save_checkpoint
+from .checkpoints import (
+    MODELS_DIR,
+    CheckpointError,
+    capture_rng_state,
+    check_checkpoint_location,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from .data import CORPUS_SIZES, load_corpus, load_text
 from .distributed import DistributedContext, init_distributed, is_distributed_launch, shard_loaders, wrap_model
 from .generation import generate, text_to_token_ids, token_ids_to_text
 from .bpe import course_tokenizer
-from .checkpoints import load_checkpoint
 from .gpt2_bpe import gpt2_tokenizer
 from .model import GPTConfig, GPTModel
 from .progress import ProgressBar
@@ -183,7 +190,6 @@ def pretrain(
             f"{model_config.context_length}: use {model_config.context_length} or less"
         )
     checkpoint_path, interrupted_path, plot_path, sample_path = _output_paths(output)
-    checkpoint_path.parent.mkdir(parents=True, exist_ok=True)  # fail now rather than after training
     # Each process its own seed (its own dropout masks); DDP gives every process rank 0's initial weights.
     set_seed(config.seed + (0 if context is None else context.rank))
 
@@ -230,6 +236,8 @@ def pretrain(
         same_processes = context is not None and rank_states is not None and len(rank_states) == context.world_size
         restore_rng_state(rank_states[context.rank] if same_processes else checkpoint["rng_state"])
     n_params = sum(p.numel() for p in model.parameters())
+    if main_process:  # fail now, not after training: weights and AdamW's two moments, in fp32
+        check_checkpoint_location(checkpoint_path, expected_bytes=3 * 4 * n_params)
     effective_batch = config.batch_size * config.accumulate_steps * (1 if context is None else context.world_size)
     if main_process:
         log(

@@ -175,3 +175,21 @@ def test_the_course_notebooks_make_both_editions(path):
             assert after.source == before.source and not after.get("outputs")
         else:
             assert after == before
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda path: path.name)
+def test_each_notebook_holds_its_chapters_exercises_as_stubs_with_their_checks(path):
+    from llm_course.classroom import cell_exercise, is_answer_cell, is_check_cell
+
+    chapter = int(path.name[:2])
+    cells = nbformat.read(path, as_version=4).cells
+    answers = [cell_exercise(cell) for cell in cells if is_answer_cell(cell)]
+    checks = [cell_exercise(cell) for cell in cells if is_check_cell(cell)]
+    assert answers == checks == exercise_ids(chapter) and len(answers) >= 3
+    for cell in cells:
+        if is_answer_cell(cell):
+            assert "raise NotImplementedError()" in cell.source and "# YOUR CODE HERE" in cell.source
+        if is_check_cell(cell):  # run in the stored notebook: it reports the stub as unanswered, never an error
+            assert cell.execution_count is not None and cell.outputs
+            assert all(output.output_type != "error" for output in cell.outputs)

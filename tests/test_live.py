@@ -164,3 +164,10 @@ def test_a_jupyter_server_kernel_is_interactive_and_a_headless_one_is_not(monkey
     assert interactive_frontend()
     monkeypatch.setattr(IPython, "get_ipython", lambda: None)
     assert not interactive_frontend()
+
+
+def test_the_html_sample_marks_its_line_breaks_so_blank_lines_do_not_look_empty():
+    from llm_course.live import _Report
+
+    shown = _Report(["step 2"], "Fellow-Citizens:\n\n\n<b>")._repr_html_()
+    assert shown.count("\u21b5") == 3 and "&lt;b&gt;" in shown
