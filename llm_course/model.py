@@ -264,7 +264,7 @@ class GPTModel(nn.Module):
         # 2 * n_layers of their outputs, which together then add about as much variance as one unscaled layer
         # would, however deep the model.
         for block in self.blocks:
-            for layer in (block.att.out_proj, block.ff.down if isinstance(block.ff, SwiGLU) else block.ff.layers[2]):
+            for layer in (block.att.out_proj, block.ff.layers[2] if isinstance(block.ff, FeedForward) else block.ff.down):
                 nn.init.normal_(layer.weight, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
         if cfg.tie_weights:
             # One Parameter in two places: the gradients of both uses add up in the same tensor.
