@@ -27,6 +27,7 @@ from . import (
     instructions,
     kv_cache,
     live,
+    llama_compat,
     lora,
     model,
     multihead_attention,
@@ -121,7 +122,7 @@ from .distributed import (
     shard_loaders,
     wrap_model,
 )
-from .embeddings import GPTEmbedding, check_token_ids
+from .embeddings import GPTEmbedding, TokenEmbedding, check_token_ids
 from .exercises import (
     CHECK_MIME,
     STRICT_CHECKS_ENV,
@@ -149,6 +150,7 @@ from .generation import (
 )
 from .gpt2_bpe import gpt2_table_file, gpt2_tokenizer, install_gpt2_tables, tiktoken_cache_dir
 from .gpt2_compat import GPT2_MODELS, download_gpt2_weights, from_hf_gpt2, load_openai_gpt2, to_hf_gpt2
+from .llama_compat import from_hf_llama, llama_config_from_hf
 from .instructions import (
     EOS_ID,
     FREE_FORM,
@@ -180,7 +182,7 @@ from .instructions import (
 )
 from .kv_cache import KVCache
 from .live import LiveTrainingView, interactive_frontend
-from .lora import LORA_TARGETS, LoRALinear, add_lora, merge_lora
+from .lora import LORA_TARGETS, SWIGLU_LORA_TARGETS, LoRALinear, add_lora, merge_lora
 from .model import (
     GELU,
     FeedForward,
@@ -188,12 +190,23 @@ from .model import (
     GPTModel,
     LayerNorm,
     ModelSummary,
+    RMSNorm,
+    SwiGLU,
     TransformerBlock,
     model_summary,
 )
-from .multihead_attention import MultiHeadAttentionWrapper, MultiHeadCausalAttention
+from .multihead_attention import MultiHeadAttentionWrapper, MultiHeadCausalAttention, apply_rope, rope_cos_sin
 from .plotting import plot_attention, plot_attention_heads
-from .pipeline import MODEL_SIZES, PRESETS, RESUMABLE_OPTIONS, PretrainResult, fine_tuning_base, pretrain, tokenizer_named
+from .pipeline import (
+    ARCHITECTURES,
+    MODEL_SIZES,
+    PRESETS,
+    RESUMABLE_OPTIONS,
+    PretrainResult,
+    fine_tuning_base,
+    pretrain,
+    tokenizer_named,
+)
 from .progress import ProgressBar
 from .token_store import (
     TokenFile,
@@ -253,8 +266,8 @@ LESSONS = (
     instructions,  # chapter 7
 )  # fmt: skip
 TOOLS = (
-    diagrams, exercises, classroom, progress, live, explore, pipeline, gpt2_compat, cpu_memory, token_store, distributed,
-    classifier_cli, chat,
+    diagrams, exercises, classroom, progress, live, explore, pipeline, gpt2_compat, llama_compat, cpu_memory,
+    token_store, distributed, classifier_cli, chat,
 )  # fmt: skip
 MODULES = LESSONS + TOOLS
 __all__ = [name for module in MODULES for name in module.__all__]

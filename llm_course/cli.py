@@ -29,7 +29,7 @@ from .data import CORPUS_SIZES
 from .distributed import close_distributed
 from .generation import generate_stream, text_to_token_ids
 from .model import GPTModel
-from .pipeline import DEFAULT_OUTPUT, MODEL_SIZES, PRESETS, PROG, pretrain, resumed_config, tokenizer_named
+from .pipeline import ARCHITECTURES, DEFAULT_OUTPUT, MODEL_SIZES, PRESETS, PROG, pretrain, resumed_config, tokenizer_named
 from .training import PRECISIONS, TrainingConfig
 from .utils import get_device
 
@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=list(PRESETS), help="a named run: base trains the best base model the "
                        "course can in about 30 minutes on 2 CPU cores, into models/base.pt (chapters 6 and 7 use it); "
                        "options typed with it still apply")  # fmt: skip
+    train.add_argument("--architecture", choices=ARCHITECTURES, default=argparse.SUPPRESS,
+                       help="gpt2, or llama: RMSNorm, rotary embeddings, SwiGLU, grouped-query attention and no "
+                       "biases, at the same size (chapter 8) (default: gpt2)")  # fmt: skip
     _add_training_options(train)
     train.add_argument(
         "--resume",
@@ -205,7 +208,8 @@ def _with_flags(message: str) -> str:
 
 def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     typed = {name: getattr(args, name) for name in FLAG_OF if hasattr(args, name)}
-    run = {name: getattr(args, name) for name in ("model_size", "corpus", "text", "output") if hasattr(args, name)}
+    run = {name: getattr(args, name) for name in ("model_size", "architecture", "corpus", "text", "output")
+           if hasattr(args, name)}  # fmt: skip
     if hasattr(args, "tokenizer"):
         run["tokenizer"] = TOKENIZERS[args.tokenizer]
     resume = None
@@ -217,12 +221,13 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             config = resumed_config(resume[1], typed, args.resume)
         except ValueError as err:
             raise ValueError(_with_flags(str(err))) from err
-        stored_run = {"tokenizer": "gpt2", **resume[1]["training"]["run"]}  # older runs did not record GPT-2's
+        # Older runs did not record GPT-2's tokenizer, and runs before chapter 8 were all gpt2 architecture.
+        stored_run = {"tokenizer": "gpt2", "architecture": "gpt2", **resume[1]["training"]["run"]}
         if stored_run["model_size"] not in MODEL_SIZES:
             raise ValueError(f"{args.resume} was trained as model size {stored_run['model_size']!r}, which this version "
                              f"of the course does not have ({', '.join(MODEL_SIZES)}): resume it with the version "
                              "that wrote it")  # fmt: skip
-        for name in ("model_size", "corpus", "text", "tokenizer"):
+        for name in ("model_size", "architecture", "corpus", "text", "tokenizer"):
             if name in run and run[name] != stored_run[name]:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} {run[name]} differs from the resumed run's {stored_run[name]}: leave it "
@@ -233,7 +238,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             typed = {**PRESETS[args.preset]["training"], **typed}
             run = {**PRESETS[args.preset]["run"], **run}
         run = {"model_size": "course", "corpus": "small", "text": None, "output": DEFAULT_OUTPUT, "tokenizer": "gpt2",
-               **run}  # fmt: skip
+               "architecture": "gpt2", **run}  # fmt: skip
         model_context = MODEL_SIZES[run["model_size"]][1]().context_length
         typed.setdefault("max_length", model_context)
         if typed["max_length"] > model_context:
@@ -248,6 +253,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     pretrain(
         config,
         model_size=run["model_size"],
+        architecture=run["architecture"],
         corpus=run["corpus"] or "small",
         text=run["text"],
         output=run["output"],

@@ -1,13 +1,15 @@
-"""Chapter 1: token embeddings plus learned absolute position embeddings."""
+"""Chapter 1: token embeddings plus learned absolute position embeddings. Chapter 8: token embeddings alone,
+for models whose attention encodes positions itself (rotary embeddings)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["GPTEmbedding", "check_token_ids"]
+__all__ = ["GPTEmbedding", "TokenEmbedding", "check_token_ids"]
 
 CHAPTER = 1
+CHAPTERS = {"TokenEmbedding": 8}  # introduced by chapter 8
 
 
 def check_token_ids(token_ids: torch.Tensor, vocab_size: int, context_length: int) -> None:
@@ -60,3 +62,25 @@ class GPTEmbedding(nn.Module):
         positions = torch.arange(start_pos, start_pos + token_ids.shape[1], device=token_ids.device)
         # (batch, seq, emb) + (seq, emb): the same position vectors are added to every sequence of the batch
         return self.token_embedding(token_ids) + self.position_embedding(positions)
+
+
+class TokenEmbedding(nn.Module):
+    """Token embedding only: (batch, seq) ids -> (batch, seq, emb_dim) vectors. With rotary position embeddings
+    (chapter 8) attention itself knows the positions, so no position vectors are added."""
+
+    def __init__(self, vocab_size: int, emb_dim: int, context_length: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.context_length = context_length
+        self.token_embedding = nn.Embedding(vocab_size, emb_dim)
+
+    def forward(self, token_ids: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
+        """`start_pos` as in GPTEmbedding: the position of the first token, checked against the context."""
+        check_token_ids(token_ids, self.vocab_size, self.context_length)
+        end = start_pos + token_ids.shape[1]
+        if start_pos < 0 or end > self.context_length:
+            raise ValueError(
+                f"positions {start_pos} to {end - 1} do not fit the context length {self.context_length}: "
+                "start_pos must be at least 0 and start_pos + seq at most context_length"
+            )
+        return self.token_embedding(token_ids)

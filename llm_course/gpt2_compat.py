@@ -250,6 +250,11 @@ def to_hf_gpt2(model: GPTModel) -> dict[str, torch.Tensor]:
     """
     if not isinstance(model, GPTModel):
         raise TypeError(f"to_hf_gpt2 expects a GPTModel, got {type(model).__name__}")
+    gpt2 = GPTConfig(**{field: getattr(model.cfg, field) for field in ("vocab_size", "context_length", "emb_dim", "n_heads",
+                     "n_layers", "drop_rate", "qkv_bias", "tie_weights", "num_classes")})  # fmt: skip
+    if model.cfg != gpt2:
+        raise ValueError("to_hf_gpt2 writes GPT-2's architecture, but this model has chapter 8's options (norm, "
+                         "positions, feed-forward, key/value heads or biases) set otherwise")  # fmt: skip
     sd = {key: value.detach() for key, value in model.state_dict().items()}
     emb = model.cfg.emb_dim
     hf = {

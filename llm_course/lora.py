@@ -16,13 +16,16 @@ from torch import nn
 
 from .model import GPTModel
 
-__all__ = ["LORA_TARGETS", "LoRALinear", "add_lora", "merge_lora"]
+__all__ = ["LORA_TARGETS", "SWIGLU_LORA_TARGETS", "LoRALinear", "add_lora", "merge_lora"]
 
 CHAPTER = 6
+CHAPTERS = {"SWIGLU_LORA_TARGETS": 8}  # introduced by chapter 8
 
 # The linear layers of a transformer block that get LoRA by default, named as in `block.named_modules()`:
-# the attention's query/key/value and output projections and both feed-forward layers.
+# the attention's query/key/value and output projections and both feed-forward layers (all three in a
+# SwiGLU feed-forward network, chapter 8).
 LORA_TARGETS = ("att.W_qkv", "att.out_proj", "ff.layers.0", "ff.layers.2")
+SWIGLU_LORA_TARGETS = ("att.W_qkv", "att.out_proj", "ff.gate", "ff.up", "ff.down")
 
 
 class LoRALinear(nn.Module):
@@ -72,9 +75,14 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def add_lora(
-    model: GPTModel, rank: int = 8, alpha: float = 16, targets: tuple[str, ...] = LORA_TARGETS, train_head: bool = True
+    model: GPTModel,
+    rank: int = 8,
+    alpha: float = 16,
+    targets: tuple[str, ...] | None = None,
+    train_head: bool = True,
 ) -> GPTModel:
-    """Wrap the `targets` linear layers of every transformer block in a LoRALinear, in place, and freeze
+    """Wrap the `targets` linear layers of every transformer block (default: LORA_TARGETS, or
+    SWIGLU_LORA_TARGETS for a SwiGLU feed-forward network) in a LoRALinear, in place, and freeze
     every other parameter except the output head's (when `train_head`: a new classifier head must learn
     from scratch, and it is small). Returns the model; count_trainable_parameters(model) says what trains.
 
@@ -85,6 +93,8 @@ def add_lora(
         raise TypeError(f"add_lora expects a GPTModel, got {type(model).__name__}")
     if any(isinstance(module, LoRALinear) for module in model.modules()):
         raise ValueError("the model already has LoRA layers: call merge_lora(model) before adding new ones")
+    if targets is None:
+        targets = SWIGLU_LORA_TARGETS if model.cfg.feed_forward == "swiglu" else LORA_TARGETS
     unknown = [t for t in targets if not isinstance(dict(model.blocks[0].named_modules()).get(t), nn.Linear)]
     if unknown or not targets:
         linears = [name for name, m in model.blocks[0].named_modules() if isinstance(m, nn.Linear)]

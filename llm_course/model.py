@@ -4,10 +4,14 @@ the whole model and a summary of its size.
 The model maps (batch, seq) token ids to (batch, seq, vocab_size) logits: one score per vocabulary token
 for the token that follows each position. It is built from the chapter 1 embedding and the chapter 3
 multi-head causal attention.
+
+Chapter 8 turns it into a Llama-style model with options of the same config: RMSNorm, rotary position
+embeddings, a SwiGLU feed-forward network, grouped-query attention and no biases (`GPTConfig.llama_style()`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,16 +21,31 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .embeddings import GPTEmbedding
+from .embeddings import GPTEmbedding, TokenEmbedding
 from .multihead_attention import MultiHeadCausalAttention
 from .utils import check_int, check_number
 
 if TYPE_CHECKING:
     from .kv_cache import KVCache
 
-__all__ = ["GPTConfig", "LayerNorm", "GELU", "FeedForward", "TransformerBlock", "GPTModel", "ModelSummary", "model_summary"]
+__all__ = [
+    "GPTConfig",
+    "LayerNorm",
+    "GELU",
+    "FeedForward",
+    "RMSNorm",
+    "SwiGLU",
+    "TransformerBlock",
+    "GPTModel",
+    "ModelSummary",
+    "model_summary",
+]
 
 CHAPTER = 4
+CHAPTERS = {"RMSNorm": 8, "SwiGLU": 8}  # introduced by chapter 8
+
+# Chapter 8's architecture options: each setting and the values it takes (the first is GPT-2's).
+ARCHITECTURE_CHOICES = {"norm": ("layernorm", "rmsnorm"), "positions": ("learned", "rope"), "feed_forward": ("gelu", "swiglu")}
 
 
 @dataclass
@@ -43,6 +62,15 @@ class GPTConfig:
     tie_weights: bool = False  # reuse the token embedding as the output layer
     # None = language model head over the vocabulary; k = a k-class classifier head (chapter 6).
     num_classes: int | None = None
+    # Chapter 8: from GPT-2 to Llama. The defaults are GPT-2's choices.
+    norm: str = "layernorm"  # or "rmsnorm": divide by the root mean square, no mean and no shift
+    norm_eps: float = 1e-5  # added to the variance (or mean square) inside the square root
+    positions: str = "learned"  # or "rope": rotary position embeddings inside attention
+    rope_theta: float = 10000.0  # the rotary embeddings' base: larger turns the slow pairs more slowly
+    feed_forward: str = "gelu"  # or "swiglu": a gated feed-forward network
+    ff_hidden_dim: int | None = None  # None: 4 * emb_dim (gelu), or about 8/3 * emb_dim (swiglu), see ff_dim
+    n_kv_heads: int | None = None  # None: n_heads; fewer: grouped-query attention (must divide n_heads)
+    bias: bool = True  # bias terms in attention's output projection and the feed-forward layers
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -54,6 +82,23 @@ class GPTConfig:
             )
         check_number("GPTConfig.drop_rate", self.drop_rate, 0, 1, high_open=True)
         check_int("GPTConfig.num_classes", self.num_classes, allow_none=True)
+        for name, choices in ARCHITECTURE_CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"GPTConfig.{name} must be one of {', '.join(map(repr, choices))}, got {getattr(self, name)!r}")
+        check_number("GPTConfig.norm_eps", self.norm_eps, 0, 1, low_open=True)
+        check_number("GPTConfig.rope_theta", self.rope_theta, 0, low_open=True)
+        check_int("GPTConfig.ff_hidden_dim", self.ff_hidden_dim, allow_none=True)
+        check_int("GPTConfig.n_kv_heads", self.n_kv_heads, allow_none=True)
+        if self.n_kv_heads is not None and self.n_heads % self.n_kv_heads != 0:
+            raise ValueError(
+                f"GPTConfig.n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads}): each key/value "
+                f"head serves n_heads // n_kv_heads query heads; e.g. use n_kv_heads={self.n_heads // 2 or 1}"
+            )
+        if self.positions == "rope" and (self.emb_dim // self.n_heads) % 2 != 0:
+            raise ValueError(
+                f"GPTConfig.positions='rope' rotates pairs of dimensions, but the heads are "
+                f"{self.emb_dim // self.n_heads} wide (emb_dim // n_heads): choose an even head width"
+            )
         if self.num_classes is not None and self.tie_weights:
             raise ValueError(
                 f"GPTConfig.tie_weights=True cannot go with num_classes={self.num_classes}: a classifier head has "
@@ -66,6 +111,30 @@ class GPTConfig:
         """OpenAI's smallest GPT-2 (124 M parameters with tied weights); keyword arguments override fields."""
         settings = dict(context_length=1024, emb_dim=768, n_heads=12, n_layers=12, qkv_bias=True)
         return cls(**{**settings, **overrides})
+
+    @classmethod
+    def llama_style(cls, **overrides) -> "GPTConfig":
+        """The course's model with Llama's changes (see to_llama), about as large (27.3 M parameters with the
+        defaults); keyword arguments override fields."""
+        return dataclasses.replace(cls().to_llama(), **overrides)
+
+    def to_llama(self) -> "GPTConfig":
+        """This configuration with Llama's architecture (chapter 8): RMSNorm, rotary embeddings, a SwiGLU
+        feed-forward network, no biases and, when n_heads is even, half as many key/value heads."""
+        return dataclasses.replace(
+            self, norm="rmsnorm", positions="rope", feed_forward="swiglu", ff_hidden_dim=None, bias=False,
+            qkv_bias=False, n_kv_heads=self.n_heads // 2 if self.n_heads % 2 == 0 else self.n_heads,
+        )  # fmt: skip
+
+    @property
+    def ff_dim(self) -> int:
+        """The feed-forward network's hidden width. SwiGLU has three weight matrices instead of two, so
+        Llama takes 2/3 of 4 * emb_dim (rounded up to a multiple of 64) to keep about the same parameters."""
+        if self.ff_hidden_dim is not None:
+            return self.ff_hidden_dim
+        if self.feed_forward == "swiglu":
+            return 64 * math.ceil(8 * self.emb_dim / 3 / 64)
+        return 4 * self.emb_dim
 
 
 class LayerNorm(nn.Module):
@@ -97,32 +166,67 @@ class GELU(nn.Module):
 
 class FeedForward(nn.Module):
     """Two linear layers with a GELU between them, applied to each token on its own:
-    (batch, seq, emb_dim) -> (batch, seq, 4 * emb_dim) -> (batch, seq, emb_dim)."""
+    (batch, seq, emb_dim) -> (batch, seq, ff_dim) -> (batch, seq, emb_dim), where ff_dim = 4 * emb_dim."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim),
+            nn.Linear(cfg.emb_dim, cfg.ff_dim, bias=cfg.bias),
             GELU(),
-            nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),
+            nn.Linear(cfg.ff_dim, cfg.emb_dim, bias=cfg.bias),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
 
-class TransformerBlock(nn.Module):
-    """Attention, then a feed-forward network, each after a layer norm (pre-norm) and inside a residual
-    connection: (batch, seq, emb_dim) -> (batch, seq, emb_dim)."""
+class RMSNorm(nn.Module):
+    """Llama's normalization (chapter 8): divide each token vector by its root mean square, then scale it
+    (learned, per dimension). No mean is subtracted and there is no shift. (..., emb_dim) -> (..., emb_dim)."""
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps  # keeps the division finite for a zero vector
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # scale * x / sqrt(mean(x ** 2) + eps), in one fused kernel
+        return F.rms_norm(x, self.scale.shape, self.scale, self.eps)
+
+
+class SwiGLU(nn.Module):
+    """Llama's feed-forward network (chapter 8), applied to each token on its own: one projection, through
+    SiLU, gates another elementwise, and a third projects back:
+    (batch, seq, emb_dim) -> 2 x (batch, seq, ff_dim) -> (batch, seq, ff_dim) -> (batch, seq, emb_dim)."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.norm1 = LayerNorm(cfg.emb_dim)
+        self.gate = nn.Linear(cfg.emb_dim, cfg.ff_dim, bias=cfg.bias)
+        self.up = nn.Linear(cfg.emb_dim, cfg.ff_dim, bias=cfg.bias)
+        self.down = nn.Linear(cfg.ff_dim, cfg.emb_dim, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # silu(a) = a * sigmoid(a): near 0 for negative a, near a for positive a, so each hidden feature of
+        # up(x) is let through, damped or flipped according to gate(x).
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class TransformerBlock(nn.Module):
+    """Attention, then a feed-forward network, each after a layer norm (pre-norm) and inside a residual
+    connection: (batch, seq, emb_dim) -> (batch, seq, emb_dim). Chapter 8's options choose the norm, the
+    feed-forward network and the attention's positions and key/value heads."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        norm = RMSNorm if cfg.norm == "rmsnorm" else LayerNorm
+        self.norm1 = norm(cfg.emb_dim, cfg.norm_eps)
         self.att = MultiHeadCausalAttention(
-            cfg.emb_dim, cfg.emb_dim, cfg.context_length, cfg.drop_rate, cfg.n_heads, cfg.qkv_bias
-        )
-        self.norm2 = LayerNorm(cfg.emb_dim)
-        self.ff = FeedForward(cfg)
+            cfg.emb_dim, cfg.emb_dim, cfg.context_length, cfg.drop_rate, cfg.n_heads, cfg.qkv_bias,
+            num_kv_heads=cfg.n_kv_heads, rope_theta=cfg.rope_theta if cfg.positions == "rope" else None,
+            out_bias=cfg.bias,
+        )  # fmt: skip
+        self.norm2 = norm(cfg.emb_dim, cfg.norm_eps)
+        self.ff = SwiGLU(cfg) if cfg.feed_forward == "swiglu" else FeedForward(cfg)
         self.drop_resid = nn.Dropout(cfg.drop_rate)
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
@@ -135,7 +239,8 @@ class TransformerBlock(nn.Module):
 
 
 class GPTModel(nn.Module):
-    """A GPT: embeddings, `n_layers` transformer blocks, a final layer norm and a linear output layer.
+    """A GPT: embeddings, `n_layers` transformer blocks, a final layer norm and a linear output layer. With
+    rotary embeddings (chapter 8) the embedding has no position vectors: attention turns queries and keys.
 
     forward: (batch, seq) token ids, seq <= context_length -> (batch, seq, vocab_size) logits.
     Set `model.gradient_checkpointing = True` to trade compute for memory in training (see forward).
@@ -147,10 +252,11 @@ class GPTModel(nn.Module):
             raise TypeError(f"GPTModel needs a GPTConfig, got {type(cfg).__name__}: use GPTModel(GPTConfig(...))")
         self.cfg = cfg
         self.gradient_checkpointing = False  # a way to run, not part of the architecture: not in cfg
-        self.embedding = GPTEmbedding(cfg.vocab_size, cfg.emb_dim, cfg.context_length)
+        embedding = TokenEmbedding if cfg.positions == "rope" else GPTEmbedding
+        self.embedding = embedding(cfg.vocab_size, cfg.emb_dim, cfg.context_length)
         self.drop_emb = nn.Dropout(cfg.drop_rate)
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
-        self.final_norm = LayerNorm(cfg.emb_dim)
+        self.final_norm = (RMSNorm if cfg.norm == "rmsnorm" else LayerNorm)(cfg.emb_dim, cfg.norm_eps)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.num_classes or cfg.vocab_size, bias=False)
         self.apply(self._init_weights)
         # The layers that write into the residual stream (attention's out_proj, the feed-forward's last layer)
@@ -158,7 +264,7 @@ class GPTModel(nn.Module):
         # 2 * n_layers of their outputs, which together then add about as much variance as one unscaled layer
         # would, however deep the model.
         for block in self.blocks:
-            for layer in (block.att.out_proj, block.ff.layers[2]):
+            for layer in (block.att.out_proj, block.ff.layers[2] if isinstance(block.ff, FeedForward) else block.ff.down):
                 nn.init.normal_(layer.weight, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
         if cfg.tie_weights:
             # One Parameter in two places: the gradients of both uses add up in the same tensor.
@@ -246,7 +352,7 @@ def model_summary(model: GPTModel) -> ModelSummary:
     tied = model.out_head.weight is model.embedding.token_embedding.weight
     parts = {
         "token embedding": count(model.embedding.token_embedding),
-        "position embedding": count(model.embedding.position_embedding),
+        "position embedding": count(model.embedding.position_embedding) if isinstance(model.embedding, GPTEmbedding) else 0,
         f"attention ({len(blocks)} blocks)": sum(count(block.att) for block in blocks),
         f"feed-forward ({len(blocks)} blocks)": sum(count(block.ff) for block in blocks),
         f"layer norms ({len(blocks)} blocks)": sum(count(block.norm1) + count(block.norm2) for block in blocks),

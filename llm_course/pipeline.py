@@ -42,7 +42,16 @@ from .training import TrainingConfig, TrainingHistory, configure_optimizer, crea
 from .training import plot_losses, train_model
 from .utils import get_device, set_seed
 
-__all__ = ["MODEL_SIZES", "PRESETS", "PretrainResult", "RESUMABLE_OPTIONS", "fine_tuning_base", "pretrain", "tokenizer_named"]
+__all__ = [
+    "ARCHITECTURES",
+    "MODEL_SIZES",
+    "PRESETS",
+    "PretrainResult",
+    "RESUMABLE_OPTIONS",
+    "fine_tuning_base",
+    "pretrain",
+    "tokenizer_named",
+]
 
 CHAPTER = 4
 
@@ -50,6 +59,8 @@ PROG = "llm-course"
 DEFAULT_OUTPUT = MODELS_DIR / "gpt-course.pt"
 STREAMED_CORPORA = ("medium", "full")  # read from a cached token file instead of a list of token ids in memory
 
+# The architectures a model size can be built in: GPT-2's, or Llama's changes to it (chapter 8, GPTConfig.to_llama).
+ARCHITECTURES = ("gpt2", "llama")
 # Named model sizes: name -> (description for --help, function returning its GPTConfig).
 MODEL_SIZES: dict[str, tuple[str, Callable[[], GPTConfig]]] = {
     "tiny": (
@@ -159,6 +170,7 @@ def pretrain(
     config: TrainingConfig,
     *,
     model_size: str = "course",
+    architecture: str = "gpt2",
     corpus: str = "small",
     text: str | None = None,
     output: str | Path = DEFAULT_OUTPUT,
@@ -169,8 +181,8 @@ def pretrain(
     log: Callable[[str], None] = print,
     tokenizer: str = "gpt2",
 ) -> PretrainResult:
-    """Pretrain a GPT of `model_size` on the bundled `corpus` (or on `text`, a path or URL) with `config`,
-    and write `output` (a .pt file, or a folder for gpt-course.pt) with its loss curve and a sample.
+    """Pretrain a GPT of `model_size` and `architecture` (see ARCHITECTURES) on the bundled `corpus` (or on
+    `text`, a path or URL) with `config`, and write `output` (a .pt file, or a folder for gpt-course.pt) with its loss curve and a sample.
     `tokenizer` names the tokenizer (see `tokenizer_named`); the model's vocabulary is its size, and the
     checkpoint records its name.
 
@@ -181,6 +193,8 @@ def pretrain(
     """
     if model_size not in MODEL_SIZES:
         raise ValueError(f"unknown model size {model_size!r}; choose one of {', '.join(MODEL_SIZES)}")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     if text is None and corpus not in CORPUS_SIZES:
         raise ValueError(f"unknown corpus size {corpus!r}; choose one of {', '.join(CORPUS_SIZES)}")
     context = init_distributed(device) if is_distributed_launch() else None  # started by torchrun
@@ -188,6 +202,8 @@ def pretrain(
     device = get_device(device) if context is None else context.device
     tokenizer_name, tokenizer = tokenizer, tokenizer_named(tokenizer)
     model_config = dataclasses.replace(MODEL_SIZES[model_size][1](), vocab_size=tokenizer.n_vocab)
+    if architecture == "llama":
+        model_config = model_config.to_llama()
     if config.max_length > model_config.context_length:
         raise ValueError(
             f"max_length {config.max_length} exceeds the {model_size} model's context length "
@@ -251,8 +267,8 @@ def pretrain(
             + (f". Resuming at step {history.global_step}." if resume is not None else ".")
         )
 
-    run = {"model_size": model_size, "corpus": None if text else corpus, "text": text, "text_sha256": sha256,
-           "output": str(checkpoint_path), "tokenizer": tokenizer_name}  # fmt: skip
+    run = {"model_size": model_size, "architecture": architecture, "corpus": None if text else corpus, "text": text,
+           "text_sha256": sha256, "output": str(checkpoint_path), "tokenizer": tokenizer_name}  # fmt: skip
 
     def save(path: Path, rank_rng_states: list[dict] | None) -> None:
         training = {"config": asdict(config), "history": asdict(history), "run": run}
