@@ -69,7 +69,7 @@ from .checkpoints import (
     restore_rng_state,
     save_checkpoint,
 )
-from .chat import InstructionChat, chat_loop, eos_id_of, instruct_train
+from .chat import InstructionChat, chat_loop, instruct_train
 from .classification import (
     POOLINGS,
     SOTU_LABELS,
@@ -166,6 +166,7 @@ from .instructions import (
     dpo_batch_loss,
     dpo_loss,
     dpo_loss_fn,
+    eos_id_of,
     evaluate_exact_match,
     evaluate_preferences,
     format_prompt,

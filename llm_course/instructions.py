@@ -53,6 +53,7 @@ __all__ = [
     "load_instruction_data",
     "split_instruction_data",
     "format_prompt",
+    "eos_id_of",
     "InstructionDataset",
     "collate_instructions",
     "create_instruction_loader",
@@ -78,7 +79,7 @@ CHAPTER = 7
 
 INSTRUCTION_DATA = Path(__file__).parent / "assets" / "instructions.json"
 FREE_FORM = "free-form"  # the family of entries without one right answer: never scored by exact match
-EOS_ID = 50256  # GPT-2's <|endoftext|>: ends every response and pads every batch
+EOS_ID = 50256  # GPT-2's <|endoftext|>: ends every response and pads every batch (eos_id_of finds any tokenizer's)
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index: targets with this value add nothing to the loss
 
 FIELDS = ("instruction", "input", "output")
@@ -217,6 +218,17 @@ def format_prompt(entry: dict[str, str]) -> str:
     return prompt + "### Response:\n"
 
 
+def eos_id_of(tokenizer) -> int:
+    """The id of the tokenizer's end-of-text token, which ends every response (50256 for GPT-2)."""
+    ids = encode_text(tokenizer, ENDOFTEXT)
+    if len(ids) != 1:
+        raise ValueError(
+            f"this tokenizer has no single {ENDOFTEXT} token, which instruction tuning needs to end answers: pass "
+            "the id of the token that should end them as eos_id"
+        )
+    return ids[0]
+
+
 def _tokenize(
     index: int, prompt: str, response: str, tokenizer, context_length: int | None, eos_id: int
 ) -> tuple[list[int], int]:
@@ -244,13 +256,17 @@ class InstructionDataset(Dataset):
     """Tokenized instruction entries. Item i is (token_ids, prompt_length): the token ids (a list of ints) of
     entry i's prompt, response and end-of-text token, and how many of them are the prompt.
 
-    With `context_length` (the model's), an entry that does not fit is an error naming the entry.
+    With `context_length` (the model's), an entry that does not fit is an error naming the entry. `eos_id`
+    None is the tokenizer's end-of-text token (`eos_id_of`), kept in `self.eos_id` for padding.
     """
 
-    def __init__(self, entries: list[dict[str, str]], tokenizer, context_length: int | None = None, eos_id: int = EOS_ID):
+    def __init__(
+        self, entries: list[dict[str, str]], tokenizer, context_length: int | None = None, eos_id: int | None = None
+    ):
         self.entries = check_instruction_entries(entries)
+        self.eos_id = eos_id_of(tokenizer) if eos_id is None else eos_id
         self.examples = [
-            _tokenize(index, format_prompt(entry), entry["output"], tokenizer, context_length, eos_id)
+            _tokenize(index, format_prompt(entry), entry["output"], tokenizer, context_length, self.eos_id)
             for index, entry in enumerate(self.entries)
         ]
 
@@ -311,18 +327,18 @@ def create_instruction_loader(
     mask_instruction: bool = False,
     context_length: int | None = None,
     drop_last: bool = False,
-    eos_id: int = EOS_ID,
+    eos_id: int | None = None,
 ) -> DataLoader:
     """A DataLoader of (inputs, targets) batches from instruction entries (see collate_instructions).
 
-    `eos_id` ends every response and pads the batches. Shuffling draws from torch's global generator, so
+    `eos_id` (None: the tokenizer's end-of-text token) ends every response and pads the batches. Shuffling draws from torch's global generator, so
     `torch.manual_seed` makes the order reproducible. The batches stay on the CPU; the training loss moves
     them to the model's device.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     dataset = InstructionDataset(entries, tokenizer, context_length, eos_id)
-    collate = partial(collate_instructions, pad_id=eos_id, mask_instruction=mask_instruction)
+    collate = partial(collate_instructions, pad_id=dataset.eos_id, mask_instruction=mask_instruction)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, collate_fn=collate)
 
 
@@ -335,12 +351,12 @@ def generate_responses(
     tokenizer,
     entries: list[dict[str, str]],
     max_new_tokens: int = 32,
-    eos_id: int = EOS_ID,
+    eos_id: int | None = None,
     batch_size: int = 64,
 ) -> list[str]:
     """The model's greedy response text to each entry's prompt (instruction and input; the output is unused).
 
-    A response ends at the end-of-text token (not included) or after max_new_tokens tokens, whichever comes
+    A response ends at the end-of-text token `eos_id` (None: the tokenizer's; not included) or after max_new_tokens tokens, whichever comes
     first, and never runs past the model's context (so the prompt is never cut). Prompts of the same token
     length are generated together in batches of up to `batch_size`: no padding, so the same response as alone.
     """
@@ -349,6 +365,7 @@ def generate_responses(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     entries = check_instruction_entries(entries, fields=("instruction", "input"))
+    eos_id = eos_id_of(tokenizer) if eos_id is None else eos_id
     context_length = model.cfg.context_length
     by_length: dict[int, list[tuple[int, list[int]]]] = defaultdict(list)
     for index, entry in enumerate(entries):
@@ -372,7 +389,12 @@ def generate_responses(
 
 
 def generate_response(
-    model: nn.Module, tokenizer, instruction: str, input: str = "", max_new_tokens: int = 32, eos_id: int = EOS_ID
+    model: nn.Module,
+    tokenizer,
+    instruction: str,
+    input: str = "",
+    max_new_tokens: int = 32,
+    eos_id: int | None = None,
 ) -> str:
     """The model's greedy response to one instruction (and optional input), in the training prompt format."""
     return generate_responses(model, tokenizer, [{"instruction": instruction, "input": input}], max_new_tokens, eos_id)[0]
@@ -406,7 +428,7 @@ def evaluate_exact_match(
     tokenizer,
     entries: list[dict[str, str]],
     max_new_tokens: int = 32,
-    eos_id: int = EOS_ID,
+    eos_id: int | None = None,
     batch_size: int = 64,
 ) -> dict[str, float]:
     """Exact-match accuracy per family of the model's greedy responses (generate_responses, score_responses)."""
@@ -482,8 +504,11 @@ class PreferenceDataset(Dataset):
     """Tokenized preference pairs. Item i is (chosen, rejected), each a (token_ids, prompt_length) item as in
     InstructionDataset: the same prompt followed by the chosen or the rejected response and end-of-text."""
 
-    def __init__(self, pairs: list[dict[str, str]], tokenizer, context_length: int | None = None, eos_id: int = EOS_ID):
+    def __init__(
+        self, pairs: list[dict[str, str]], tokenizer, context_length: int | None = None, eos_id: int | None = None
+    ):
         self.pairs = check_instruction_entries(pairs, fields=PAIR_FIELDS)
+        self.eos_id = eos_id = eos_id_of(tokenizer) if eos_id is None else eos_id
         self.examples = []
         for index, pair in enumerate(self.pairs):
             prompt = format_prompt(pair)
@@ -531,14 +556,14 @@ def create_preference_loader(
     batch_size: int = 8,
     shuffle: bool = True,
     context_length: int | None = None,
-    eos_id: int = EOS_ID,
+    eos_id: int | None = None,
 ) -> DataLoader:
-    """A DataLoader of collate_preferences batches (shuffled by torch's global generator); `eos_id` ends
-    every response and pads the batches."""
+    """A DataLoader of collate_preferences batches (shuffled by torch's global generator); `eos_id` (None:
+    the tokenizer's end-of-text token) ends every response and pads the batches."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     dataset = PreferenceDataset(pairs, tokenizer, context_length, eos_id)
-    collate = partial(collate_preferences, pad_id=eos_id)
+    collate = partial(collate_preferences, pad_id=dataset.eos_id)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate)
 
 

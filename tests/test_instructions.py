@@ -23,11 +23,13 @@ from llm_course import (
     next_token_loss,
     collate_instructions,
     collate_preferences,
+    course_tokenizer,
     create_instruction_loader,
     create_preference_loader,
     dpo_batch_loss,
     dpo_loss,
     dpo_loss_fn,
+    eos_id_of,
     evaluate_exact_match,
     evaluate_preferences,
     format_prompt,
@@ -265,6 +267,27 @@ def test_the_dataset_tokenizes_prompt_response_and_end_of_text():
     ids, prompt_length = InstructionDataset(SMALL, TOKENIZER)[0]
     prompt = TOKENIZER.encode(format_prompt(SMALL[0]))
     assert ids == prompt + TOKENIZER.encode("5") + [50256] and prompt_length == len(prompt)
+
+
+def test_the_end_of_text_token_is_the_tokenizers_own():
+    """The course tokenizer's <|endoftext|> is id 4095, not GPT-2's 50256: datasets, batches and answers use it."""
+    course = course_tokenizer()
+    assert eos_id_of(TOKENIZER) == EOS_ID and eos_id_of(course) == course.eot_token != EOS_ID
+    dataset = InstructionDataset(SMALL, course)
+    assert dataset.eos_id == course.eot_token and dataset[0][0][-1] == course.eot_token
+    inputs, targets = next(iter(create_instruction_loader(SMALL, course, batch_size=3, shuffle=False)))
+    assert inputs.max().item() < course.n_vocab  # padded with the course's end-of-text, never with 50256
+    assert (targets == course.eot_token).sum().item() == len(SMALL)  # each row stops once
+    pairs = make_preference_pairs([entry for entry in SMALL if entry["task"] != FREE_FORM])
+    batch = next(iter(create_preference_loader(pairs, course, batch_size=2, shuffle=False)))
+    assert batch["chosen_inputs"].max().item() < course.n_vocab
+    model = tiny_model(vocab_size=course.n_vocab)  # answers stop at its end-of-text and decode with its tokens
+    assert len(generate_responses(model, course, SMALL, max_new_tokens=3)) == len(SMALL)
+
+
+def test_a_tokenizer_without_an_end_of_text_token_is_told_to_pass_one():
+    with pytest.raises(ValueError, match="no single <\\|endoftext\\|> token"):
+        InstructionDataset(SMALL, CHARS)
 
 
 def test_collate_pads_and_keeps_only_the_first_end_of_text_target():
