@@ -46,6 +46,8 @@ benchmarks: setup
 	$(BIN)/python benchmarks/grad_checkpointing.py
 	$(BIN)/python benchmarks/token_store.py
 	$(BIN)/python benchmarks/tokenizer.py
+	$(BIN)/python benchmarks/llama_train_step.py
+	$(BIN)/python benchmarks/tokenizer_bpb.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
