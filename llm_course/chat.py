@@ -140,10 +140,9 @@ def instruct_train(
     model, stored = load_checkpoint(checkpoint, device=device)
     tokenizer_name = stored.get("tokenizer", "gpt2")
     tokenizer = tokenizer_named(tokenizer_name)
-    eos_id = eos_id_of(tokenizer)
     entries = load_instruction_data(data)
     try:  # every entry must fit the model's context: check them all now, so that errors give the file's numbering
-        InstructionDataset(entries, tokenizer, model.cfg.context_length, eos_id)
+        InstructionDataset(entries, tokenizer, model.cfg.context_length)
     except ValueError as err:
         raise ValueError(f"{data or 'the instruction data'}: {err}") from None
     splits = split_instruction_data(entries, seed=config.seed)
@@ -154,7 +153,7 @@ def instruct_train(
     context = model.cfg.context_length
     loaders = {
         name: create_instruction_loader(splits[name], tokenizer, config.batch_size, shuffle=name == "train",
-                                        mask_instruction=mask_instruction, context_length=context, eos_id=eos_id)
+                                        mask_instruction=mask_instruction, context_length=context)
         for name in ("train", "validation")
     }  # fmt: skip
     steps = config.num_epochs * len(loaders["train"])
@@ -165,7 +164,7 @@ def instruct_train(
     scored = [entry for entry in splits["test"] if entry["task"] != FREE_FORM]
     result: dict[str, Any] = {"output": str(output)}
     if evaluate and scored:
-        result["accuracy_before"] = evaluate_exact_match(model, tokenizer, scored, eos_id=eos_id)
+        result["accuracy_before"] = evaluate_exact_match(model, tokenizer, scored)
         log(f"exact match on {len(scored)} test items before: {_mean(result['accuracy_before']):.1%}")
     model.train()
     optimizer = configure_optimizer(model, config)
@@ -176,7 +175,7 @@ def instruct_train(
     result.update(steps=history.global_step, train_loss=history.train_losses[-1], val_loss=history.val_losses[-1])
     log(f"trained {history.global_step} steps in {result['seconds']:.1f} s; validation loss {result['val_loss']:.3f}")
     if evaluate and scored:
-        result["accuracy_after"] = evaluate_exact_match(model, tokenizer, scored, eos_id=eos_id)
+        result["accuracy_after"] = evaluate_exact_match(model, tokenizer, scored)
         log(f"exact match on {len(scored)} test items after: {_mean(result['accuracy_after']):.1%}")
     saved = save_checkpoint(
         output, model, tokenizer=tokenizer_name,
@@ -227,7 +226,7 @@ def _chat_command(args: argparse.Namespace) -> None:
     if args.instruction is not None:
         if not args.instruction.strip():
             raise ValueError("argument --instruction: the instruction is empty; say what the model should do")
-        print(generate_response(model, tokenizer, args.instruction, args.input, args.max_new_tokens, eos_id_of(tokenizer)))
+        print(generate_response(model, tokenizer, args.instruction, args.input, args.max_new_tokens))
     else:
         if args.input:
             raise ValueError("--input needs --instruction (in a chat session, write `instruction | input` on a line)")

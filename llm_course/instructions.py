@@ -331,9 +331,9 @@ def create_instruction_loader(
 ) -> DataLoader:
     """A DataLoader of (inputs, targets) batches from instruction entries (see collate_instructions).
 
-    `eos_id` (None: the tokenizer's end-of-text token) ends every response and pads the batches. Shuffling draws from torch's global generator, so
-    `torch.manual_seed` makes the order reproducible. The batches stay on the CPU; the training loss moves
-    them to the model's device.
+    `eos_id` (None: the tokenizer's end-of-text token) ends every response and pads the batches. Shuffling
+    draws from torch's global generator, so `torch.manual_seed` makes the order reproducible. The batches stay
+    on the CPU; the training loss moves them to the model's device.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -356,9 +356,10 @@ def generate_responses(
 ) -> list[str]:
     """The model's greedy response text to each entry's prompt (instruction and input; the output is unused).
 
-    A response ends at the end-of-text token `eos_id` (None: the tokenizer's; not included) or after max_new_tokens tokens, whichever comes
-    first, and never runs past the model's context (so the prompt is never cut). Prompts of the same token
-    length are generated together in batches of up to `batch_size`: no padding, so the same response as alone.
+    A response ends at the end-of-text token `eos_id` (None: the tokenizer's; not included) or after
+    max_new_tokens tokens, whichever comes first, and never runs past the model's context (so the prompt is
+    never cut). Prompts of the same token length are generated together in batches of up to `batch_size`: no
+    padding, so the same response as alone.
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
@@ -508,12 +509,12 @@ class PreferenceDataset(Dataset):
         self, pairs: list[dict[str, str]], tokenizer, context_length: int | None = None, eos_id: int | None = None
     ):
         self.pairs = check_instruction_entries(pairs, fields=PAIR_FIELDS)
-        self.eos_id = eos_id = eos_id_of(tokenizer) if eos_id is None else eos_id
+        self.eos_id = eos_id_of(tokenizer) if eos_id is None else eos_id
         self.examples = []
         for index, pair in enumerate(self.pairs):
             prompt = format_prompt(pair)
-            chosen = _tokenize(index, prompt, pair["chosen"], tokenizer, context_length, eos_id)
-            rejected = _tokenize(index, prompt, pair["rejected"], tokenizer, context_length, eos_id)
+            chosen = _tokenize(index, prompt, pair["chosen"], tokenizer, context_length, self.eos_id)
+            rejected = _tokenize(index, prompt, pair["rejected"], tokenizer, context_length, self.eos_id)
             self.examples.append((chosen, rejected))
 
     def __len__(self) -> int:
